@@ -1,0 +1,328 @@
+"""Session configuration: a TOML file validated up front.
+
+Every error is a :class:`ConfigError` naming the key path (``sources.eeg.kind``), what was
+expected and what was found, so a typo is caught before any device is opened. Relative
+paths (models, recordings, replay files) are resolved against the config file's folder.
+
+The format, by example (``configs/demo.toml`` is the reference)::
+
+    [session]
+    name = "demo"
+    duration_s = 20.0          # optional; run until stopped when absent
+    stale_after_s = 0.5        # data older than this puts outputs to their safe state
+
+    [sources.eeg]
+    kind = "sim"               # sim | lsl | brainflow | replay
+    scenario = "ssvep"         # sim only: ssvep | mi | spindle | emg | knee
+    seed = 1
+
+    [pipelines.ssvep]
+    source = "eeg"
+    model = "../models/ssvep_reference.onnx"
+    hop_s = 0.1                # default: the model card's hop
+    catch_up = "latest"
+
+    [outputs.commands]
+    kind = "lsl"
+    stream_name = "closedloop-commands"
+
+    [recording]
+    enabled = false
+    path = "recordings/{session}-{time}.xdf"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SOURCE_KINDS = ("sim", "lsl", "brainflow", "replay")
+OUTPUT_KINDS = ("lsl",)
+SIM_SCENARIOS = ("ssvep", "mi", "spindle", "emg", "knee")
+
+
+class ConfigError(ValueError):
+    """A malformed session configuration (the message names the key path)."""
+
+
+_MISSING = object()
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true/false", dict: "a table", list: "a list"}
+
+
+def _get(table: dict, key: str, types: type | tuple[type, ...], path: str, default: Any = _MISSING) -> Any:
+    full = f"{path}.{key}" if path else key
+    if key not in table:
+        if default is _MISSING:
+            raise ConfigError(f"config key '{full}' is required but missing.")
+        return default
+    value = table[key]
+    tup = types if isinstance(types, tuple) else (types,)
+    if float in tup and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, bool) and bool not in tup or not isinstance(value, tup):
+        expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in tup)
+        raise ConfigError(f"config key '{full}' must be {expected}, found {value!r} ({type(value).__name__}).")
+    return value
+
+
+def _check_keys(table: dict, allowed: set[str], path: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"config table '{path}' has unknown key(s) {unknown}; allowed keys are {sorted(allowed)}.")
+
+
+def _positive(value: float | None, path: str, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        rule = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"config key '{path}' must be {rule}, found {value!r}.")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One ``[sources.NAME]`` table; ``options`` holds the kind-specific keys (validated)."""
+
+    name: str
+    kind: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """One ``[pipelines.NAME]`` table."""
+
+    name: str
+    source: str
+    model: Path
+    stream: str | None = None
+    channels: tuple[str, ...] | None = None
+    window_s: float | None = None
+    hop_s: float | None = None
+    bandpass_hz: tuple[float | None, float | None] | None = None
+    notch_hz: float | None = None
+    filter_order: int | None = None
+    use_card_filters: bool = True
+    catch_up: str = "latest"
+    min_confidence: float = 0.0
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """One ``[outputs.NAME]`` table."""
+
+    name: str
+    kind: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    """The ``[recording]`` table."""
+
+    enabled: bool = False
+    path: str = "recordings/{session}-{time}.xdf"
+    flush_interval_s: float = 0.25
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """A validated session configuration."""
+
+    name: str
+    base_dir: Path
+    sources: dict[str, SourceConfig]
+    pipelines: dict[str, PipelineConfig]
+    outputs: dict[str, OutputConfig] = field(default_factory=dict)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
+    duration_s: float | None = None
+    stale_after_s: float = 0.5
+
+
+_SOURCE_KEYS = {
+    "sim": {"kind", "scenario", "seed", "srate", "chunk_s", "frequencies", "trial_s", "rest_s", "buffer_s"},
+    "lsl": {"kind", "name", "type", "source_id", "resolve_timeout", "clock_sync", "dejitter", "buffer_s"},
+    "brainflow": {"kind", "board_id", "params", "buffer_s"},
+    "replay": {"kind", "path", "speed", "buffer_s"},
+}
+
+
+def _source(name: str, t: Any) -> SourceConfig:
+    path = f"sources.{name}"
+    if not isinstance(t, dict):
+        raise ConfigError(f"config key '{path}' must be a table, found {t!r}.")
+    kind = _get(t, "kind", str, path)
+    if kind not in SOURCE_KINDS:
+        raise ConfigError(f"config key '{path}.kind' must be one of {list(SOURCE_KINDS)}, found {kind!r}.")
+    _check_keys(t, _SOURCE_KEYS[kind], path)
+    opts: dict[str, Any] = {}
+    if "buffer_s" in t:
+        opts["buffer_s"] = _get(t, "buffer_s", float, path)
+        _positive(opts["buffer_s"], f"{path}.buffer_s")
+    if kind == "sim":
+        scen = _get(t, "scenario", str, path, "ssvep")
+        if scen not in SIM_SCENARIOS:
+            raise ConfigError(f"config key '{path}.scenario' must be one of {list(SIM_SCENARIOS)}, found {scen!r}.")
+        opts["scenario"] = scen
+        opts["seed"] = _get(t, "seed", int, path, 0)
+        for k in ("srate", "chunk_s", "trial_s", "rest_s"):
+            if k in t:
+                opts[k] = _get(t, k, float, path)
+                _positive(opts[k], f"{path}.{k}", allow_zero=(k == "rest_s"))
+        if "frequencies" in t:
+            freqs = _get(t, "frequencies", list, path)
+            if not freqs or not all(isinstance(f, int | float) and not isinstance(f, bool) and f > 0 for f in freqs):
+                raise ConfigError(f"config key '{path}.frequencies' must be a list of positive numbers, found {freqs!r}.")
+            opts["frequencies"] = tuple(float(f) for f in freqs)
+    elif kind == "lsl":
+        for k in ("name", "type", "source_id"):
+            if k in t:
+                opts[k] = _get(t, k, str, path)
+        if not any(k in opts for k in ("name", "type", "source_id")):
+            raise ConfigError(f"config table '{path}' (kind 'lsl') needs at least one of 'name', 'type', 'source_id'.")
+        opts["resolve_timeout"] = _get(t, "resolve_timeout", float, path, 5.0)
+        _positive(opts["resolve_timeout"], f"{path}.resolve_timeout")
+        opts["clock_sync"] = _get(t, "clock_sync", bool, path, True)
+        opts["dejitter"] = _get(t, "dejitter", bool, path, False)
+    elif kind == "brainflow":
+        opts["board_id"] = _get(t, "board_id", int, path, -1)
+        opts["params"] = _get(t, "params", dict, path, {})
+    elif kind == "replay":
+        opts["path"] = _get(t, "path", str, path)
+        opts["speed"] = _get(t, "speed", float, path, 1.0)
+        _positive(opts["speed"], f"{path}.speed")
+    return SourceConfig(name, kind, opts)
+
+
+_PIPELINE_KEYS = {
+    "source",
+    "stream",
+    "model",
+    "channels",
+    "window_s",
+    "hop_s",
+    "bandpass_hz",
+    "notch_hz",
+    "filter_order",
+    "use_card_filters",
+    "catch_up",
+    "min_confidence",
+}
+
+
+def _pipeline(name: str, t: Any, base: Path, sources: dict[str, SourceConfig]) -> PipelineConfig:
+    path = f"pipelines.{name}"
+    if not isinstance(t, dict):
+        raise ConfigError(f"config key '{path}' must be a table, found {t!r}.")
+    _check_keys(t, _PIPELINE_KEYS, path)
+    source = _get(t, "source", str, path)
+    if source not in sources:
+        raise ConfigError(f"config key '{path}.source' names source {source!r}, but only {sorted(sources)} are defined.")
+    model = base / _get(t, "model", str, path)
+    chans = _get(t, "channels", list, path, None)
+    if chans is not None and not all(isinstance(c, str) for c in chans):
+        raise ConfigError(f"config key '{path}.channels' must be a list of channel labels, found {chans!r}.")
+    window_s = _get(t, "window_s", float, path, None)
+    hop_s = _get(t, "hop_s", float, path, None)
+    _positive(window_s, f"{path}.window_s")
+    _positive(hop_s, f"{path}.hop_s")
+    band = _get(t, "bandpass_hz", list, path, None)
+    if band is not None:
+        if len(band) != 2 or not all(b is None or isinstance(b, int | float) for b in band):
+            raise ConfigError(f"config key '{path}.bandpass_hz' must be [low, high] in Hz, found {band!r}.")
+        band = (None if band[0] in (None, 0) else float(band[0]), float(band[1]))
+    notch = _get(t, "notch_hz", float, path, None)
+    _positive(notch, f"{path}.notch_hz")
+    order = _get(t, "filter_order", int, path, None)
+    if order is not None and not 1 <= order <= 10:
+        raise ConfigError(f"config key '{path}.filter_order' must be between 1 and 10, found {order}.")
+    catch_up = _get(t, "catch_up", str, path, "latest")
+    if catch_up not in ("latest", "all"):
+        raise ConfigError(f"config key '{path}.catch_up' must be 'latest' or 'all', found {catch_up!r}.")
+    min_conf = _get(t, "min_confidence", float, path, 0.0)
+    if not 0 <= min_conf <= 1:
+        raise ConfigError(f"config key '{path}.min_confidence' must be between 0 and 1, found {min_conf}.")
+    return PipelineConfig(
+        name=name,
+        source=source,
+        model=model,
+        stream=_get(t, "stream", str, path, None),
+        channels=tuple(chans) if chans is not None else None,
+        window_s=window_s,
+        hop_s=hop_s,
+        bandpass_hz=band,
+        notch_hz=notch,
+        filter_order=order,
+        use_card_filters=_get(t, "use_card_filters", bool, path, True),
+        catch_up=catch_up,
+        min_confidence=min_conf,
+    )
+
+
+def _output(name: str, t: Any) -> OutputConfig:
+    path = f"outputs.{name}"
+    if not isinstance(t, dict):
+        raise ConfigError(f"config key '{path}' must be a table, found {t!r}.")
+    kind = _get(t, "kind", str, path)
+    if kind not in OUTPUT_KINDS:
+        raise ConfigError(f"config key '{path}.kind' must be one of {list(OUTPUT_KINDS)}, found {kind!r}.")
+    _check_keys(t, {"kind", "stream_name", "source_id"}, path)
+    opts = {
+        "stream_name": _get(t, "stream_name", str, path, "closedloop-commands"),
+        "source_id": _get(t, "source_id", str, path, ""),
+    }
+    return OutputConfig(name, kind, opts)
+
+
+def parse_config(data: dict, base_dir: Path | str = ".") -> SessionConfig:
+    """Validate a parsed TOML document into a :class:`SessionConfig`."""
+    base = Path(base_dir)
+    _check_keys(data, {"session", "sources", "pipelines", "outputs", "recording"}, "<top level>")
+    sess = _get(data, "session", dict, "", {})
+    _check_keys(sess, {"name", "duration_s", "stale_after_s"}, "session")
+    name = _get(sess, "name", str, "session", "session")
+    duration = _get(sess, "duration_s", float, "session", None)
+    _positive(duration, "session.duration_s")
+    stale = _get(sess, "stale_after_s", float, "session", 0.5)
+    _positive(stale, "session.stale_after_s")
+    src_tables = _get(data, "sources", dict, "")
+    if not src_tables:
+        raise ConfigError("config table 'sources' must define at least one source, found none.")
+    sources = {n: _source(n, t) for n, t in src_tables.items()}
+    pipelines = {n: _pipeline(n, t, base, sources) for n, t in _get(data, "pipelines", dict, "", {}).items()}
+    outputs = {n: _output(n, t) for n, t in _get(data, "outputs", dict, "", {}).items()}
+    rec = _get(data, "recording", dict, "", {})
+    _check_keys(rec, {"enabled", "path", "flush_interval_s"}, "recording")
+    flush = _get(rec, "flush_interval_s", float, "recording", 0.25)
+    if not 0 < flush <= 1.0:
+        raise ConfigError(f"config key 'recording.flush_interval_s' must be in (0, 1] s, found {flush}.")
+    recording = RecordingConfig(
+        enabled=_get(rec, "enabled", bool, "recording", False),
+        path=_get(rec, "path", str, "recording", RecordingConfig.path),
+        flush_interval_s=flush,
+    )
+    return SessionConfig(name, base, sources, pipelines, outputs, recording, duration, stale)
+
+
+def load_config(path: str | Path) -> SessionConfig:
+    """Read and validate a TOML session config.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ConfigError
+        If the TOML is malformed (with line/column) or a key is missing, unknown or wrong.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {str(p)!r} does not exist.")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}.") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text: {exc}.") from exc
+    return parse_config(data, p.resolve().parent)

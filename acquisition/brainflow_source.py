@@ -161,9 +161,9 @@ def _layout(descr: dict[str, Any], board_label: str) -> _Layout:
     for key, ctype, unit, prefix in _ROLES:
         if key not in descr:
             continue
-        rows = descr[key] if isinstance(descr[key], list) else [descr[key]]
-        for k, r in enumerate(rows):
-            role_of.setdefault(int(r), (ctype, unit, prefix, k, len(rows)))
+        role_rows = descr[key] if isinstance(descr[key], list) else [descr[key]]
+        for k, r in enumerate(role_rows):
+            role_of.setdefault(int(r), (ctype, unit, prefix, k, len(role_rows)))
     eeg_rows = [int(r) for r in descr.get("eeg_channels", [])]
     eeg_names = [s.strip() for s in str(descr.get("eeg_names", "")).split(",") if s.strip()]
     names = dict(zip(eeg_rows, eeg_names, strict=False)) if len(eeg_names) == len(eeg_rows) else {}
@@ -186,6 +186,28 @@ def _layout(descr: dict[str, Any], board_label: str) -> _Layout:
     present = {c.type for c in channels}
     stream_type = next((t for t in _MAIN_ROLES if t in present), channels[0].type if channels else "Misc")
     return _Layout(tuple(rows), tuple(channels), stream_type, float(descr["sampling_rate"]), n_rows, ts_row, pkg_row)
+
+
+class _OwnedBoardShim(BoardShim):
+    """``BoardShim`` whose finaliser releases only a session that this object prepared.
+
+    ``BoardShim.__del__`` releases *any* prepared session with the same board id and params, so a
+    source that failed to open (because another source holds that session) would, when garbage
+    collected, pull the session out from under the running one. The source tracks ownership
+    in :attr:`owns_session` and always releases explicitly; the finaliser is a last resort.
+    """
+
+    owns_session = False
+
+    def __del__(self) -> None:
+        if not self.owns_session:
+            return
+        try:
+            self.release_session()
+        except Exception as exc:  # noqa: BLE001 - a finaliser cannot raise; nothing else can act on it
+            log.error(
+                "BrainFlow session of board id %s was released by the finaliser and failed: %s", self.board_id, exc
+            )
 
 
 @dataclass
@@ -258,17 +280,23 @@ class BrainFlowSource(Source):
             )
         self.board_label = _board_label(self.board_id)
         self.clock = ClockMapper()
-        self._board: BoardShim | None = None
+        self._board: _OwnedBoardShim | None = None
         self._layout: _Layout | None = None
         self._stats = BrainFlowStreamStats()
         self._in_run = False
-        # Whether *this* source prepared the session: BoardShim.is_prepared() answers for any
-        # session with the same board id and params, including another source's.
-        self._prepared = False
         self._last_package: int | None = None
         self._max_package = 0
 
     # ------------------------------------------------------------------ properties
+    @property
+    def _prepared(self) -> bool:
+        """Whether *this* source holds a prepared session.
+
+        Not ``BoardShim.is_prepared()``: that answers for any session with the same board id and
+        params, including another source's.
+        """
+        return self._board is not None and self._board.owns_session
+
     @property
     def stream(self) -> BufferedStream:
         """The data stream (after :meth:`open`)."""
@@ -327,7 +355,7 @@ class BrainFlowSource(Source):
         )
         if self._board is None:
             try:
-                self._board = BoardShim(self.board_id, self._input_params)
+                self._board = _OwnedBoardShim(self.board_id, self._input_params)
             except BrainFlowError as exc:
                 raise self._error("create the board object", exc) from exc
         if not self._prepared:
@@ -356,8 +384,8 @@ class BrainFlowSource(Source):
                 "session is released by the acquisition thread when it ends."
             )
         board = self._board
-        if board is not None and self._prepared:
-            self._prepared = False
+        if board is not None and board.owns_session:
+            board.owns_session = False
             try:
                 board.release_session()
             except BrainFlowError as exc:
@@ -405,7 +433,7 @@ class BrainFlowSource(Source):
                 raise errors[0]
 
     # ------------------------------------------------------------------ helpers
-    def _cleanup(self, board: BoardShim, started: bool) -> list[RuntimeError]:
+    def _cleanup(self, board: _OwnedBoardShim, started: bool) -> list[RuntimeError]:
         """Stop the stream (if started) and release the session; return the errors instead of raising."""
         errors: list[RuntimeError] = []
         try:
@@ -414,8 +442,8 @@ class BrainFlowSource(Source):
                     board.stop_stream()
                 except BrainFlowError as exc:
                     errors.append(self._error("stop the stream", exc))
-            if self._prepared:
-                self._prepared = False
+            if board.owns_session:
+                board.owns_session = False
                 try:
                     board.release_session()
                 except BrainFlowError as exc:
@@ -435,7 +463,7 @@ class BrainFlowSource(Source):
             board.prepare_session()
         except BrainFlowError as exc:
             raise self._error("prepare the session", exc) from exc
-        self._prepared = True
+        board.owns_session = True
 
     def _error(self, action: str, exc: BrainFlowError) -> RuntimeError:
         code = getattr(exc, "exit_code", None)
@@ -558,7 +586,7 @@ def list_boards() -> list[dict[str, Any]]:
     list of dict
         One dict per board, sorted by id, with keys ``id`` (int), ``enum`` (``BoardIds`` member
         name), ``name`` (BrainFlow's board name), ``sampling_rate`` (Hz, None for the streaming
-        and playback boards, which take the rate of their master board) and ``n_eeg_channels``.
+        and playback boards, which take the rate of their master board) and ``n_eeg`` (number of EEG channels).
     """
     BoardShim.disable_board_logger()  # unreadable ids would each log an error to stderr
     out: list[dict[str, Any]] = []
@@ -576,7 +604,7 @@ def list_boards() -> list[dict[str, Any]]:
                 "enum": board.name,
                 "name": str(descr.get("name", board.name)),
                 "sampling_rate": float(rate) if rate is not None else None,
-                "n_eeg_channels": len(descr.get("eeg_channels", [])),
+                "n_eeg": len(descr.get("eeg_channels", [])),
             }
         )
     return sorted(out, key=lambda d: d["id"])

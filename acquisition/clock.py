@@ -195,7 +195,7 @@ class ClockMapper:
             raise ValueError(f"estimate must be finite, got {estimate!r}; check the clock functions.")
         model = self._model
         if model is not None and len(self._estimates) > 0:
-            residual = estimate.offset - self._eval(model, estimate.local_time)
+            residual = estimate.offset - float(self._eval(model, estimate.local_time))
             tolerance = self.step_threshold_s + estimate.half_bracket + model.uncertainty
             if abs(residual) > tolerance:
                 self._suspects.append(estimate)

@@ -64,6 +64,7 @@ import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 from pylsl import local_clock
@@ -127,9 +128,9 @@ _WARMUP_S = 10.0  # s of noise run through every IIR filter before sample 0 (sta
 _SENSOR_NOISE = 0.5  # µV rms of white amplifier noise (EEG/EMG)
 
 
-def _as_float_tuple(value: object, name: str, *, length: int | None = None) -> tuple[float, ...]:
+def _as_float_tuple(value: Any, name: str, *, length: int | None = None) -> tuple[float, ...]:
     check_type(value, (tuple, list), name)
-    out = tuple(check_positive(v, f"{name}[{i}]") for i, v in enumerate(value))  # type: ignore[union-attr]
+    out = tuple(check_positive(v, f"{name}[{i}]") for i, v in enumerate(value))
     if length is not None and len(out) != length:
         raise ValueError(f"{name} must have {length} entries, got {value!r}.")
     return out
@@ -414,6 +415,7 @@ class SignalGenerator:
         self.settings = s = settings.resolved()
         self.scenario = s.scenario
         self.srate: float = float(s.srate)  # type: ignore[arg-type]
+        self._noise_rms = float(s.noise_rms)  # type: ignore[arg-type]
         sched_ss, noise_ss, static_ss, warm_ss = np.random.SeedSequence(s.seed).spawn(4)
         self._sched_rng = np.random.default_rng(sched_ss)
         self._noise_rng = np.random.default_rng(noise_ss)
@@ -677,7 +679,7 @@ class SignalGenerator:
         f = self._SLOW_FRACTION
         src = math.sqrt(1.0 - f) * self._pink(white[:, :n]) + math.sqrt(f) * self._brown(white[:, n:])
         own, com = src[:, :-1], src[:, -1:]
-        return self.settings.noise_rms * (self._bg_mix[0] * own + self._bg_mix[1] * com)  # type: ignore[operator]
+        return self._noise_rms * (self._bg_mix[0] * own + self._bg_mix[1] * com)
 
     # ------------------------------------------------------------------ ssvep
     def _init_ssvep(self, static_rng: np.random.Generator, warm_rng: np.random.Generator) -> None:
@@ -820,7 +822,7 @@ class SignalGenerator:
                 continue
             env = _trial_envelope(k, trial, 0.2, 0.2, self.srate) * trial.params["level"]
             amp += env[:, None] * (s.emg_amplitude_uv * self._patterns[trial.label])
-        level = np.sqrt(s.noise_rms**2 + amp**2)  # type: ignore[operator]
+        level = np.sqrt(self._noise_rms**2 + amp**2)
         return level * carrier + _SENSOR_NOISE * noise[:, n_ch:]
 
     # ------------------------------------------------------------------ knee pendulum
@@ -852,7 +854,7 @@ class SignalGenerator:
                 theta += omega * dt
             angle[i] = theta
         self._theta, self._omega = theta, omega
-        return (np.degrees(angle) + self.settings.noise_rms * noise[:, 0])[:, None]  # type: ignore[operator]
+        return (np.degrees(angle) + self._noise_rms * noise[:, 0])[:, None]
 
 
 def simulate(

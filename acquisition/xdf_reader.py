@@ -22,9 +22,9 @@ byte offset)
   bare ``Exception``.
 - Cut at a chunk boundary: loads cleanly; streams whose StreamFooter is missing are fine. This
   is what a writer killed between two chunks (see :mod:`acquisition.xdf_writer`) leaves behind.
-- Cut inside the FileHeader, a StreamHeader or a StreamFooter XML: ``xml.etree`` ``ParseError``
-  (header) or a logged error (footer); cut inside a chunk's length, tag or a ClockOffset:
-  ``struct.error``.
+- Cut inside the XML of the FileHeader or of a StreamHeader: ``xml.etree`` ``ParseError``. Cut
+  inside a chunk's 2-byte tag or inside a ClockOffset: ``struct.error``. Cut inside a length
+  prefix, a stream id, a Boundary or a StreamFooter: a logged error at most, and the file loads.
 - Cut inside a Samples chunk: the partial chunk is dropped with a *logged* error (no exception,
   no warning) -- **except** when the cut falls inside the values of the chunk's last sample of
   a numeric stream: then pyxdf returns the chunk whole and silently fills that sample with bytes
@@ -46,7 +46,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from xml.etree.ElementTree import ParseError
 
 import numpy as np
@@ -211,7 +211,7 @@ def read_xdf(
 # ---------------------------------------------------------------------------------------------- framing walk
 def _open(path: Path, compressed: bool) -> IO[bytes]:
     if compressed:
-        return gzip.open(path, "rb")
+        return cast(IO[bytes], gzip.open(path, "rb"))
     return open(path, "rb")  # closed by the caller
 
 

@@ -49,8 +49,8 @@ Speed
 -----
 Numeric samples are encoded without a per-sample Python loop: a packed numpy structured array
 with the fields (timestamp-bytes flag ``u1``, timestamp ``<f8``, values) is filled column-wise
-and turned into bytes with ``tobytes``. Recording 64 channels at 1000 Hz costs a few tenths of
-a per mille of one CPU core.
+and turned into bytes with ``tobytes``. Recording 64 channels at 1000 Hz in 20 ms chunks costs
+about 0.1 % of one CPU core (``tests/test_xdf.py`` checks it stays below 0.5 %).
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ MAX_CHUNK_BYTES = 1 << 20
 
 _XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _XML_DECL = '<?xml version="1.0"?>'
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def _varlen(n: int) -> bytes:
@@ -116,7 +117,15 @@ def _chunk(tag: int, *parts: bytes) -> bytes:
 
 
 def _xml_text(value: Any) -> str:
-    return escape(str(value))
+    """Escape metadata text for the XML headers; refuse characters XML 1.0 cannot carry."""
+    text = str(value)
+    bad = _XML_INVALID.search(text)
+    if bad:
+        raise ValueError(
+            f"XDF header text must not contain control character {bad.group()!r} (XML 1.0 cannot carry it), "
+            f"got {text!r}. Remove it from the stream or channel metadata."
+        )
+    return escape(text)
 
 
 def _float_text(value: float) -> str:
@@ -401,8 +410,7 @@ class XdfWriter:
     def fsync(self) -> None:
         """Flush the kernel's page cache of this file to the disk (``os.fsync``); protects against power loss."""
         with self._lock:
-            self._check_open("fsync")
-            os.fsync(self._fd)
+            os.fsync(self._check_open("fsync"))
 
     def close(self) -> None:
         """Write one StreamFooter chunk per stream and close the file. Calling it again does nothing."""
@@ -429,12 +437,14 @@ class XdfWriter:
         return f"XdfWriter({str(self._path)!r}, {len(self._infos)} streams, {state})"
 
     # ------------------------------------------------------------------ helpers
-    def _check_open(self, what: str) -> None:
+    def _check_open(self, what: str) -> int:
+        """Return the file descriptor, or raise if the writer is closed. Caller holds the lock."""
         if self._fd is None:
             raise RuntimeError(
                 f"XdfWriter.{what} called on a closed writer ({str(self._path)!r}). "
                 "Open a new XdfWriter to record again."
             )
+        return self._fd
 
     def _check_stream(self, stream_id: int) -> None:
         check_type(stream_id, int, "XdfWriter stream_id")
@@ -551,6 +561,8 @@ class XdfWriter:
         Caller holds the lock (or is the constructor).
         """
         fd = self._fd
+        if fd is None:
+            raise RuntimeError(f"XdfWriter wrote to a closed file ({str(self._path)!r}); this is a bug.")
         view = memoryview(chunk)
         done = 0
         try:

@@ -7,6 +7,7 @@ deadlines, never on blind sleeps.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import uuid
@@ -300,9 +301,7 @@ def test_unreachable_board_gives_a_clear_error() -> None:
 def test_list_boards_includes_the_synthetic_board() -> None:
     boards = list_boards()
     synth = [b for b in boards if b["id"] == SYNTH]
-    assert synth == [
-        {"id": SYNTH, "enum": "SYNTHETIC_BOARD", "name": "Synthetic", "sampling_rate": 250.0, "n_eeg_channels": 16}
-    ]
+    assert synth == [{"id": SYNTH, "enum": "SYNTHETIC_BOARD", "name": "Synthetic", "sampling_rate": 250.0, "n_eeg": 16}]
     assert all(b["id"] != BoardIds.NO_BOARD.value for b in boards)
     assert len(boards) > 10
 
@@ -400,6 +399,24 @@ def test_stop_releases_the_session_and_start_prepares_again() -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_a_failed_open_leaves_the_other_sources_session_alone() -> None:
+    params = {"other_info": unique()}
+    owner = BrainFlowSource(name=unique(), params=params)
+    try:
+        owner.start()
+        wait_samples(owner, 10)
+        intruder = BrainFlowSource(name=unique(), params=params)
+        with pytest.raises(RuntimeError, match="ANOTHER_BOARD_IS_CREATED_ERROR"):
+            intruder.open()
+        intruder.close()
+        del intruder
+        gc.collect()  # BrainFlow's own BoardShim finaliser would release the owner's session here
+        wait_samples(owner, owner.stream.buffer.counter + 25)
+        assert owner.error is None
+    finally:
+        owner.close()
 
 
 def test_close_without_start_releases_the_session() -> None:

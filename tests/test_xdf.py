@@ -611,6 +611,8 @@ def test_write_samples_validation(tmp_path: Path) -> None:
             writer.add_stream(StreamInfo("x", "y", (ChannelInfo("a"),), 1.0, desc={"bad key": "v"}))
         with pytest.raises(TypeError, match="StreamInfo"):
             writer.add_stream("eeg")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="control character"):
+            writer.add_stream(StreamInfo.simple("bell\x07", "EEG", ["a"], 1.0))
         assert writer.sample_counts == {sid: 0, mk: 0}
     # nothing of the refused calls reached the file
     eeg, markers = read_xdf(tmp_path / "v.xdf")

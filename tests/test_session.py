@@ -1,0 +1,292 @@
+"""Session: a real closed loop on the simulator, LSL command outlet, errors, recording, fast replay."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pylsl
+import pytest
+
+from acquisition.lsl import make_outlet
+from acquisition.stream import StreamInfo
+from acquisition.xdf_reader import XdfFormatError, read_xdf
+from app.config import parse_config
+from app.session import Session
+from conftest import MODEL, REPO, unique, wait_until
+from decoders.card import CardMismatchError
+from decoders.ssvep_reference import build_ssvep_reference_model, save_model
+
+SSVEP_CH = ["PO7", "PO3", "POz", "PO4", "PO8", "O1", "Oz", "O2"]
+
+
+def _cfg(tmp_path: Path | None = None, **over: object) -> dict:
+    d: dict = {
+        "session": {"name": "t", "stale_after_s": 0.5},
+        "sources": {"eeg": {"kind": "sim", "scenario": "ssvep", "seed": 3}},
+        "pipelines": {"ssvep": {"source": "eeg", "model": str(MODEL), "hop_s": 0.1}},
+    }
+    d.update(over)
+    return d
+
+
+def test_closed_loop_on_simulator_delivers_commands_to_lsl_outlet() -> None:
+    name = unique("cmds")
+    cfg = parse_config(_cfg(outputs={"out": {"kind": "lsl", "stream_name": name}}))
+    session = Session(cfg)
+    got = []
+    session.subscribe(got.append)
+    session.open()
+    found = pylsl.resolve_byprop("name", name, 1, 5.0)
+    assert found, "command outlet not visible on LSL"
+    inlet = pylsl.StreamInlet(found[0])
+    inlet.open_stream(5.0)
+    session.start()
+    try:
+        assert wait_until(lambda: len(got) >= 20, 15.0)
+        msgs = []
+        assert wait_until(lambda: bool(msgs.extend(inlet.pull_chunk(timeout=0.0)[0]) or len(msgs) >= 10), 5.0)
+    finally:
+        session.stop()
+    first = json.loads(msgs[0][0])
+    assert first["pipeline"] == "ssvep" and first["kind"] == "discrete"
+    assert first["label"] in ("8.0Hz", "10.0Hz", "12.0Hz", "15.0Hz")
+    assert abs(sum(first["values"]) - 1) < 1e-4
+    # every command carries the time of its last sample and its issue time, in local_clock
+    assert all(0 <= c.issued_time - c.sample_time < 1.0 for c in got)
+    assert all(b.sample_time > a.sample_time for a, b in zip(got, got[1:], strict=False))
+    st = session.status()
+    assert st["state"] == "stopped" and st["commands"] == len(got) and not st["errors"]
+    assert st["latency"]["n"] == len(got)
+    # stop announced the safe state on the command stream
+    tail = []
+    wait_until(lambda: bool(tail.extend(inlet.pull_chunk(timeout=0.0)[0]) or any("safe_state" in m[0] for m in tail)), 3.0)
+    assert any(json.loads(m[0]).get("event") == "safe_state" for m in tail)
+
+
+def test_model_card_mismatch_refuses_to_start_naming_both_values(tmp_path: Path) -> None:
+    # stream at 256 Hz, model built for 250 Hz
+    cfg = parse_config(_cfg(sources={"eeg": {"kind": "sim", "scenario": "ssvep", "srate": 256.0}}))
+    with pytest.raises(CardMismatchError, match=r"250(\.0)? Hz.*256(\.0)? Hz"):
+        Session(cfg).open()
+    # wrong channels: motor-imagery montage into the occipital SSVEP model
+    cfg = parse_config(_cfg(sources={"eeg": {"kind": "sim", "scenario": "mi"}}))
+    with pytest.raises(CardMismatchError, match=r"refuses to start.*PO7"):
+        Session(cfg).open()
+    # explicit channel selection that the stream lacks
+    cfg = parse_config(_cfg(pipelines={"ssvep": {"source": "eeg", "model": str(MODEL), "channels": ["Oz", "Cz"]}}))
+    with pytest.raises(ValueError, match=r"channels \['Cz'\] are not in the stream"):
+        Session(cfg).open()
+
+
+def test_channel_subset_selection_feeds_the_model_in_card_order(tmp_path: Path) -> None:
+    model = tmp_path / "occ3.onnx"
+    save_model(build_ssvep_reference_model([8.0, 10.0, 12.0, 15.0], 250.0, 1.0, ["O2", "Oz", "O1"]), model)
+    cfg = parse_config(_cfg(pipelines={"p": {"source": "eeg", "model": str(model), "channels": ["O2", "Oz", "O1"]}}))
+    s = Session(cfg)
+    s.open()
+    try:
+        assert s.pipelines["p"].settings.channel_indices == (7, 6, 5)
+    finally:
+        s.close()
+
+
+def test_decoder_exception_faults_session_and_puts_outputs_safe() -> None:
+    name = unique("cmds")
+    cfg = parse_config(_cfg(outputs={"out": {"kind": "lsl", "stream_name": name}}))
+    session = Session(cfg)
+    session.open()
+    inlet = pylsl.StreamInlet(pylsl.resolve_byprop("name", name, 1, 5.0)[0])
+    inlet.open_stream(5.0)
+    real = session.pipelines["ssvep"].decoder
+    calls = {"n": 0}
+
+    class Exploding:
+        card = real.card
+
+        def predict(self, window: np.ndarray) -> np.ndarray:
+            calls["n"] += 1
+            if calls["n"] == 5:
+                raise FloatingPointError("decoder blew up")
+            return real.predict(window)
+
+    session.pipelines["ssvep"].decoder = Exploding()
+    session.start()
+    try:
+        assert wait_until(lambda: session.state == "fault", 15.0)
+        st = session.status()
+        assert st["errors"][0]["where"] == "pipeline:ssvep"
+        assert "decoder blew up" in st["errors"][0]["error"]
+        assert "FloatingPointError" in session.errors[0]["traceback"]
+        assert any(e.level == "error" and "decoder blew up" in e.message for e in session.log)
+        msgs: list = []
+        assert wait_until(lambda: bool(msgs.extend(inlet.pull_chunk(timeout=0.0)[0]) or any("safe_state" in m[0] for m in msgs)), 5.0)
+        # nothing but the safe-state notice after the fault: commands are no longer delivered
+        n_before = session.n_commands
+        assert session.sources["eeg"].running  # acquisition keeps going (and recording would too)
+    finally:
+        session.stop()
+    assert session.state == "fault"
+    assert session.n_commands == n_before
+
+
+def test_source_thread_exception_reaches_the_session() -> None:
+    session = Session(parse_config(_cfg()))
+    session.open()
+    src = session.sources["eeg"]
+    gen = src.generator
+    original = gen.generate
+    state = {"n": 0}
+
+    def failing(n: int):  # the simulator's generator fails after a few chunks
+        state["n"] += 1
+        if state["n"] > 20:
+            raise OSError("device unplugged")
+        return original(n)
+
+    gen.generate = failing  # type: ignore[method-assign]
+    session.start()
+    try:
+        assert wait_until(lambda: session.state == "fault", 10.0)
+    finally:
+        session.stop()
+    assert session.errors[0]["where"] == "source:eeg"
+    assert "device unplugged" in session.errors[0]["error"]
+    assert "OSError" in session.errors[0]["traceback"]
+    assert not src.running
+
+
+def test_nan_samples_are_counted_and_never_decoded() -> None:
+    name, sid = unique("nan"), unique("sid")
+    info = StreamInfo.simple(name, "EEG", SSVEP_CH, 250.0, source_id=sid)
+    outlet = make_outlet(info)
+    cfg = parse_config(
+        {
+            "sources": {"eeg": {"kind": "lsl", "source_id": sid}},
+            "pipelines": {"p": {"source": "eeg", "model": str(MODEL), "hop_s": 0.04, "catch_up": "all"}},
+        }
+    )
+    session = Session(cfg)
+    session.keep_all_commands = True
+    session.open()
+    session.start()
+    try:
+        rng = np.random.default_rng(0)
+        t0 = pylsl.local_clock()
+        for k in range(12):  # 12 chunks of 0.25 s = 3 s of data, NaN burst in chunk 5
+            x = rng.standard_normal((62, 8)).astype(np.float32)
+            if k == 5:
+                x[10:20, 3] = np.nan
+                x[30, :] = np.inf
+            outlet.push_chunk(x, (t0 + (k * 62 + np.arange(62)) / 250.0).tolist())
+        assert wait_until(lambda: session.sources["eeg"].primary().stats.n_samples == 12 * 62, 10.0)
+        assert wait_until(lambda: session.pipelines["p"].samples_consumed == 12 * 62, 5.0)
+    finally:
+        session.stop()
+    st = session.status()
+    assert st["sources"]["eeg"]["streams"][name]["nonfinite"] == 11
+    assert st["pipelines"]["p"]["nonfinite_samples"] == 11
+    assert st["pipelines"]["p"]["suppressed_nonfinite"] > 0
+    assert st["state"] == "stopped" and not st["errors"]
+    assert all(np.isfinite(c.values).all() for c in session.all_commands)
+
+
+def test_recording_holds_every_stream_command_and_event(tmp_path: Path) -> None:
+    out = tmp_path / "rec.xdf"
+    session = Session(parse_config(_cfg()), record_path=out)
+    session.keep_all_commands = True
+    session.run(3.0)
+    streams = {s.info.name: s for s in read_xdf(out)}
+    eeg = streams["closedloop-sim-ssvep"]
+    buf = session.sources["eeg"].primary().buffer
+    r = buf.read_since(0)
+    assert eeg.info.labels == SSVEP_CH and eeg.info.srate == 250.0
+    assert eeg.n_samples == buf.counter == len(r)
+    np.testing.assert_array_equal(eeg.data, r.data)
+    np.testing.assert_allclose(eeg.timestamps, r.timestamps, rtol=0, atol=1e-9)
+    assert eeg.complete
+    cmds = streams["closedloop-commands"]
+    assert cmds.n_samples == len(session.all_commands) > 10
+    first = json.loads(cmds.data[0][0])
+    assert first["seq"] == 0 and first["pipeline"] == "ssvep"
+    events = [json.loads(v[0]) for v in streams["closedloop-events"].data]
+    assert any("started" in e.get("message", "") for e in events)
+    assert streams["closedloop-sim-ssvep-markers"].n_samples >= 1
+
+
+def test_recording_survives_sigkill_with_all_data_older_than_one_second(tmp_path: Path) -> None:
+    out = tmp_path / "killed.xdf"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "record", "--source", "sim", "--seconds", "60", "--out", str(out)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert wait_until(lambda: out.exists() and out.stat().st_size > 3 * 250 * 8 * 4, 30.0)
+        assert wait_until(lambda: out.stat().st_size > 4 * 250 * 8 * 4, 30.0)
+        kill_time = pylsl.local_clock()  # same monotonic clock as the recorder's timestamps
+        os.kill(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == -signal.SIGKILL, err.decode(errors="replace")
+    streams = {s.info.name: s for s in read_xdf(out)}
+    eeg = streams["closedloop-sim-ssvep"]
+    assert not eeg.complete  # no footer: the process never closed the file
+    ts = eeg.timestamps
+    assert eeg.n_samples > 250
+    np.testing.assert_allclose(np.diff(ts), 1 / 250.0, rtol=0, atol=1e-6)  # contiguous, nothing missing
+    assert ts[-1] >= kill_time - 1.0, f"newest recorded sample is {kill_time - ts[-1]:.3f} s older than the kill"
+
+
+def _record_sim(tmp_path: Path, seconds: float = 6.0) -> Path:
+    out = tmp_path / "sim.xdf"
+    Session(parse_config(_cfg()), record_path=out).run(seconds)
+    return out
+
+
+def test_fast_replay_is_deterministic_and_matches_the_recording(tmp_path: Path) -> None:
+    rec = _record_sim(tmp_path)
+    cfg = parse_config(
+        {
+            "sources": {"eeg": {"kind": "replay", "path": str(rec)}},
+            "pipelines": {"ssvep": {"source": "eeg", "model": str(MODEL), "hop_s": 0.1}},
+        }
+    )
+    runs = [Session(cfg).run_fast() for _ in range(2)]
+    assert len(runs[0]) > 30
+    assert [c.to_json() for c in runs[0]] == [c.to_json() for c in runs[1]]
+    n = read_xdf(rec)[0].n_samples
+    assert [c.sample_index for c in runs[0]] == list(range(249, n, 25))
+    assert all(c.issued_time == c.sample_time for c in runs[0])  # virtual clock
+
+
+def test_replay_of_corrupt_or_truncated_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.xdf"
+    bad.write_bytes(b"not an xdf file at all")
+    cfg = parse_config({"sources": {"r": {"kind": "replay", "path": str(bad)}}})
+    with pytest.raises(XdfFormatError, match="bad.xdf"):
+        Session(cfg).open()
+    rec = _record_sim(tmp_path, 2.0)
+    data = rec.read_bytes()
+    cut = tmp_path / "cut.xdf"
+    cut.write_bytes(data[: len(data) // 2 + 3])  # cut inside a chunk
+    cfg = parse_config(
+        {
+            "sources": {"r": {"kind": "replay", "path": str(cut)}},
+            "pipelines": {"p": {"source": "r", "model": str(MODEL)}},
+        }
+    )
+    s = Session(cfg)
+    s.open()
+    assert s.sources["r"].truncation_warning  # the whole chunks before the cut are played, with a warning
+    cmds = s.run_fast()
+    assert len(cmds) > 0 and not s.errors

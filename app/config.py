@@ -142,7 +142,7 @@ class SessionConfig:
 
 
 _SOURCE_KEYS = {
-    "sim": {"kind", "scenario", "seed", "srate", "chunk_s", "frequencies", "trial_s", "rest_s", "buffer_s"},
+    "sim": {"kind", "scenario", "seed", "srate", "chunk_s", "frequencies", "trial_s", "rest_s", "amplitude_uv", "noise_uv", "buffer_s"},
     "lsl": {"kind", "name", "type", "source_id", "resolve_timeout", "clock_sync", "dejitter", "buffer_s"},
     "brainflow": {"kind", "board_id", "params", "buffer_s"},
     "replay": {"kind", "path", "speed", "buffer_s"},
@@ -167,7 +167,7 @@ def _source(name: str, t: Any) -> SourceConfig:
             raise ConfigError(f"config key '{path}.scenario' must be one of {list(SIM_SCENARIOS)}, found {scen!r}.")
         opts["scenario"] = scen
         opts["seed"] = _get(t, "seed", int, path, 0)
-        for k in ("srate", "chunk_s", "trial_s", "rest_s"):
+        for k in ("srate", "chunk_s", "trial_s", "rest_s", "amplitude_uv", "noise_uv"):
             if k in t:
                 opts[k] = _get(t, k, float, path)
                 _positive(opts[k], f"{path}.{k}", allow_zero=(k == "rest_s"))

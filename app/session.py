@@ -70,6 +70,13 @@ def build_source(cfg: SourceConfig, on_error: Callable, on_event: Callable, base
         for k in ("trial_s", "rest_s"):
             if k in o:
                 kwargs[k] = o[k]
+        if "amplitude_uv" in o:  # strength of the scenario's signal of interest
+            key = {"ssvep": "ssvep_amplitude_uv", "emg": "emg_amplitude_uv"}.get(o["scenario"])
+            if key is None:
+                raise ValueError(f"config key 'sources.{cfg.name}.amplitude_uv' applies to scenarios ssvep and emg, not {o['scenario']!r}.")
+            kwargs[key] = o["amplitude_uv"]
+        if "noise_uv" in o:
+            kwargs["noise_rms"] = o["noise_uv"]
         return SimulatedSource(
             cfg.name,
             SimulatorSettings(**kwargs),

@@ -124,7 +124,9 @@ class ReplaySource(Source):
                 continue
             left = deadline - pylsl.local_clock()
             if left <= 0 or not outlet.wait_for_consumers(left):
-                log.warning("replay: no consumer for LSL stream %r within %.1f s; playing anyway", key, self.wait_consumers_s)
+                log.warning(
+                    "replay: no consumer for LSL stream %r within %.1f s; playing anyway", key, self.wait_consumers_s
+                )
 
     def _run(self) -> None:
         self._wait_for_consumers()
@@ -133,7 +135,10 @@ class ReplaySource(Source):
         self.t0 = t0 = pylsl.local_clock()
         for s in self.streams.values():
             s.stats.connected = True
-        rel = [(np.maximum.accumulate(r.timestamps) - self.t_first) / self.speed if r.n_samples else r.timestamps for r in self.recorded]
+        rel = [
+            (np.maximum.accumulate(r.timestamps) - self.t_first) / self.speed if r.n_samples else r.timestamps
+            for r in self.recorded
+        ]
         tick = 0
         while not self._stop.is_set():
             now = pylsl.local_clock()

@@ -200,7 +200,9 @@ class RingBuffer:
             raise ValueError(f"counter must be >= 0, got {counter}.")
         end = self._counter
         if counter > end:
-            raise ValueError(f"counter {counter} is ahead of the write counter {end}; pass a value from a previous read.")
+            raise ValueError(
+                f"counter {counter} is ahead of the write counter {end}; pass a value from a previous read."
+            )
         start = max(counter, end - self.capacity)
         if max_samples is not None:
             end = min(end, start + max_samples)

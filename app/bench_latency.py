@@ -82,6 +82,7 @@ __all__ = [
     "machine_info",
     "main",
     "run_pusher",
+    "stdout_to_stderr",
 ]
 
 HOP_S = 0.04
@@ -580,7 +581,7 @@ def format_table(report: dict[str, Any], configs: Sequence[str]) -> str:
 
 
 @contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
+def stdout_to_stderr() -> Iterator[None]:
     """Send everything written to fd 1 (Python and C libraries, child processes) to stderr."""
     sys.stdout.flush()
     saved = os.dup(1)
@@ -617,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     comparison: dict[str, Any] = {}
     details: dict[str, Any] = {}
     t_start = time.monotonic()
-    redirect = _stdout_to_stderr() if args.json else contextlib.nullcontext()
+    redirect = stdout_to_stderr() if args.json else contextlib.nullcontext()
     try:
         with redirect, tempfile.TemporaryDirectory(prefix="closedloop-bench-") as tmp:
             for c in configs:

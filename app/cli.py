@@ -92,11 +92,14 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if not streams:
         print("  (none)")
     for s in streams:
-        print(f"  {s['name']:<30} type={s['type']:<10} {s['channels']:>3} ch @ {s['srate']:g} Hz  "
-              f"source_id={s['source_id']!r} host={s['hostname']}")
+        print(
+            f"  {s['name']:<30} type={s['type']:<10} {s['channels']:>3} ch @ {s['srate']:g} Hz  "
+            f"source_id={s['source_id']!r} host={s['hostname']}"
+        )
     print(f"\nBrainFlow boards ({len(boards)}; use as brainflow:BOARD_ID):")
     for b in boards:
-        print(f"  {b['id']:>4}  {b['name']:<32} {b.get('sampling_rate', '?')} Hz  eeg={b.get('n_eeg', 0)}")
+        rate = f"{b['sampling_rate']:g} Hz" if b.get("sampling_rate") else "rate of master board"
+        print(f"  {b['id']:>4}  {b['name']:<32} {rate:<22} eeg={b.get('n_eeg', 0)}")
     return 0
 
 
@@ -152,8 +155,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"closedloop demo: {config.name}, {args.seconds:g} s on the simulated source (Ctrl-C stops early)")
     session.open()
     for name, card in session.cards.items():
-        print(f"  pipeline {name!r}: {card.paradigm} model, classes {list(card.classes)}, "
-              f"window {card.window_s:g} s, hop {session.pipelines[name].settings.hop_s:g} s")
+        print(
+            f"  pipeline {name!r}: {card.paradigm} model, classes {list(card.classes)}, "
+            f"window {card.window_s:g} s, hop {session.pipelines[name].settings.hop_s:g} s"
+        )
 
     def tick(s: Any) -> None:
         gt = demo_ground_truth(s)
@@ -173,8 +178,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for label, a in gt["per_class"].items():
         print(f"      {label:>8}: {a * 100:5.1f} %")
     if lat["n"]:
-        print(f"  decision latency     p50 {lat['p50_ms']:.2f} ms  p95 {lat['p95_ms']:.2f} ms  p99 {lat['p99_ms']:.2f} ms"
-              f"  max {lat['max_ms']:.2f} ms  (n={lat['n']})")
+        print(
+            f"  decision latency     p50 {lat['p50_ms']:.2f} ms  p95 {lat['p95_ms']:.2f} ms  p99 {lat['p99_ms']:.2f} ms"
+            f"  max {lat['max_ms']:.2f} ms  (n={lat['n']})"
+        )
     if session.record_path is not None and session.recorder is not None:
         print(f"  recording            {session.record_path}")
     if args.json:
@@ -205,7 +212,8 @@ def source_config_from_spec(spec: str) -> dict[str, Any]:
             ) from None
         return {"kind": "brainflow", "board_id": board}
     raise UsageError(
-        f"unknown source {spec!r}; use one of: sim, sim:SCENARIO (ssvep|mi|spindle|emg|knee), lsl:NAME, brainflow:BOARD_ID."
+        f"unknown source {spec!r}; use one of: sim, sim:SCENARIO (ssvep|mi|spindle|emg|knee), "
+        "lsl:NAME, brainflow:BOARD_ID."
     )
 
 
@@ -246,15 +254,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return _replay_fast(args, path)
     if args.config:
         return _replay_session(args, path)
-    src = ReplaySource("replay", path, speed=args.speed, lsl=args.lsl,
-                       wait_consumers_s=args.wait_consumers if args.lsl else 0.0)
+    src = ReplaySource(
+        "replay", path, speed=args.speed, lsl=args.lsl, wait_consumers_s=args.wait_consumers if args.lsl else 0.0
+    )
     src.open()
     if src.truncation_warning:
         print(f"warning: {src.truncation_warning}", file=sys.stderr)
-    print(f"replaying {path.name}: {len(src.recorded)} streams, {src.duration_s:.1f} s at x{args.speed:g}"
-          + (" (republished on LSL)" if args.lsl else ""))
+    print(
+        f"replaying {path.name}: {len(src.recorded)} streams, {src.duration_s:.1f} s at x{args.speed:g}"
+        + (" (republished on LSL)" if args.lsl else "")
+    )
     for r in src.recorded:
-        print(f"  {r.info.name:<28} {r.info.type:<10} {r.info.n_channels:>3} ch @ {r.info.srate:g} Hz  {r.n_samples} samples")
+        print(
+            f"  {r.info.name:<28} {r.info.type:<10} {r.info.n_channels:>3} ch @ {r.info.srate:g} Hz  "
+            f"{r.n_samples} samples"
+        )
     stop = threading.Event()
     _install_signal_handlers(stop)
     show = _printer()
@@ -303,9 +317,11 @@ def _replay_fast(args: argparse.Namespace, path: Path) -> int:
     session.open()
     commands = session.run_fast()
     st = session.status()
-    print(f"replayed {path.name} as fast as possible: {session.fast_stats['recording_s']:.1f} s of data in "
-          f"{session.fast_stats['wall_s']:.2f} s (x{session.fast_stats['speed_x']:.0f} real time), "
-          f"{len(commands)} commands")
+    print(
+        f"replayed {path.name} as fast as possible: {session.fast_stats['recording_s']:.1f} s of data in "
+        f"{session.fast_stats['wall_s']:.2f} s (x{session.fast_stats['speed_x']:.0f} real time), "
+        f"{len(commands)} commands"
+    )
     if args.commands_out:
         with open(args.commands_out, "w", encoding="utf-8") as f:
             for c in commands:
@@ -378,8 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_rep.add_argument("file", help="the .xdf file")
     p_rep.add_argument("--lsl", action="store_true", help="republish every stream as an LSL outlet")
     p_rep.add_argument("--speed", type=float, default=1.0, help="playback speed (default 1 = real time)")
-    p_rep.add_argument("--wait-consumers", type=float, default=10.0,
-                       help="with --lsl: wait up to S s for listeners before playing (default 10; 0 = don't wait)")
+    p_rep.add_argument(
+        "--wait-consumers",
+        type=float,
+        default=10.0,
+        help="with --lsl: wait up to S s for listeners before playing (default 10; 0 = don't wait)",
+    )
     p_rep.add_argument("--config", help="run this config's pipelines on the recording (it replaces the first source)")
     p_rep.add_argument("--fast", action="store_true", help="with --config: as fast as possible, deterministic")
     p_rep.add_argument("--commands-out", help="with --fast: write the commands as JSON lines here")

@@ -48,7 +48,14 @@ class ConfigError(ValueError):
 
 
 _MISSING = object()
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true/false", dict: "a table", list: "a list"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true/false",
+    dict: "a table",
+    list: "a list",
+}
 
 
 def _get(table: dict, key: str, types: type | tuple[type, ...], path: str, default: Any = _MISSING) -> Any:
@@ -61,7 +68,7 @@ def _get(table: dict, key: str, types: type | tuple[type, ...], path: str, defau
     tup = types if isinstance(types, tuple) else (types,)
     if float in tup and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if isinstance(value, bool) and bool not in tup or not isinstance(value, tup):
+    if (isinstance(value, bool) and bool not in tup) or not isinstance(value, tup):
         expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in tup)
         raise ConfigError(f"config key '{full}' must be {expected}, found {value!r} ({type(value).__name__}).")
     return value
@@ -142,7 +149,19 @@ class SessionConfig:
 
 
 _SOURCE_KEYS = {
-    "sim": {"kind", "scenario", "seed", "srate", "chunk_s", "frequencies", "trial_s", "rest_s", "amplitude_uv", "noise_uv", "buffer_s"},
+    "sim": {
+        "kind",
+        "scenario",
+        "seed",
+        "srate",
+        "chunk_s",
+        "frequencies",
+        "trial_s",
+        "rest_s",
+        "amplitude_uv",
+        "noise_uv",
+        "buffer_s",
+    },
     "lsl": {"kind", "name", "type", "source_id", "resolve_timeout", "clock_sync", "dejitter", "buffer_s"},
     "brainflow": {"kind", "board_id", "params", "buffer_s"},
     "replay": {"kind", "path", "speed", "buffer_s"},
@@ -174,7 +193,9 @@ def _source(name: str, t: Any) -> SourceConfig:
         if "frequencies" in t:
             freqs = _get(t, "frequencies", list, path)
             if not freqs or not all(isinstance(f, int | float) and not isinstance(f, bool) and f > 0 for f in freqs):
-                raise ConfigError(f"config key '{path}.frequencies' must be a list of positive numbers, found {freqs!r}.")
+                raise ConfigError(
+                    f"config key '{path}.frequencies' must be a list of positive numbers, found {freqs!r}."
+                )
             opts["frequencies"] = tuple(float(f) for f in freqs)
     elif kind == "lsl":
         for k in ("name", "type", "source_id"):
@@ -219,7 +240,9 @@ def _pipeline(name: str, t: Any, base: Path, sources: dict[str, SourceConfig]) -
     _check_keys(t, _PIPELINE_KEYS, path)
     source = _get(t, "source", str, path)
     if source not in sources:
-        raise ConfigError(f"config key '{path}.source' names source {source!r}, but only {sorted(sources)} are defined.")
+        raise ConfigError(
+            f"config key '{path}.source' names source {source!r}, but only {sorted(sources)} are defined."
+        )
     model = base / _get(t, "model", str, path)
     chans = _get(t, "channels", list, path, None)
     if chans is not None and not all(isinstance(c, str) for c in chans):

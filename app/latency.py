@@ -38,4 +38,10 @@ class LatencyTracker:
             nan = float("nan")
             return {"n": 0, "p50_ms": nan, "p95_ms": nan, "p99_ms": nan, "max_ms": nan}
         p50, p95, p99 = np.percentile(v, [50, 95, 99]) * 1e3
-        return {"n": int(v.size), "p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99), "max_ms": float(v.max() * 1e3)}
+        return {
+            "n": int(v.size),
+            "p50_ms": float(p50),
+            "p95_ms": float(p95),
+            "p99_ms": float(p99),
+            "max_ms": float(v.max() * 1e3),
+        }

@@ -237,8 +237,8 @@ class Pipeline:
         self._idx = np.asarray(idx, dtype=np.intp) if idx is not None else None
         n_ch = len(idx) if idx is not None else n_input_channels
         self.n_channels = n_ch
-        self.window = int(round(settings.window_s * srate))
-        self.hop = max(1, int(round(settings.hop_s * srate)))
+        self.window = round(settings.window_s * srate)
+        self.hop = max(1, round(settings.hop_s * srate))
         check_int(self.window, "window (samples)", minimum=1)
         self.filter = CausalFilter(settings.filters, srate, n_ch)
         self.clock = clock or pylsl.local_clock
@@ -290,7 +290,8 @@ class Pipeline:
             return []
         if data.ndim != 2 or data.shape[1] != self.n_input_channels:
             raise ValueError(
-                f"pipeline {self.settings.name!r} expects chunks of shape (n, {self.n_input_channels}), got {data.shape}."
+                f"pipeline {self.settings.name!r} expects chunks of shape (n, {self.n_input_channels}), "
+                f"got {data.shape}."
             )
         x = data[:, self._idx] if self._idx is not None else data
         x = self._sanitize(np.asarray(x, dtype=np.float32))

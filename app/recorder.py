@@ -33,7 +33,12 @@ from app.pipeline import Command
 log = logging.getLogger(__name__)
 
 COMMANDS_STREAM = StreamInfo.simple(
-    "closedloop-commands", "Markers", ["command"], 0.0, channel_format="string", source_id="closedloop-recorder-commands"
+    "closedloop-commands",
+    "Markers",
+    ["command"],
+    0.0,
+    channel_format="string",
+    source_id="closedloop-recorder-commands",
 )
 EVENTS_STREAM = StreamInfo.simple(
     "closedloop-events", "Markers", ["event"], 0.0, channel_format="string", source_id="closedloop-recorder-events"

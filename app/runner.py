@@ -50,7 +50,9 @@ class PipelineRunner:
         stale_after_s: float = 0.5,
     ) -> None:
         if not isinstance(stream.buffer, RingBuffer):
-            raise TypeError(f"pipeline {pipeline.settings.name!r} needs a numeric stream, got marker stream {stream.info.name!r}.")
+            raise TypeError(
+                f"pipeline {pipeline.settings.name!r} needs a numeric stream, got marker stream {stream.info.name!r}."
+            )
         self.pipeline = pipeline
         self.stream = stream
         self.dispatch = dispatch

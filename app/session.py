@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pylsl
 
+from acquisition.ringbuffer import RingBuffer
 from acquisition.source import BufferedStream, Source
 from app.config import PipelineConfig, SessionConfig, SourceConfig, load_config
 from app.latency import LatencyTracker
@@ -73,7 +74,10 @@ def build_source(cfg: SourceConfig, on_error: Callable, on_event: Callable, base
         if "amplitude_uv" in o:  # strength of the scenario's signal of interest
             key = {"ssvep": "ssvep_amplitude_uv", "emg": "emg_amplitude_uv"}.get(o["scenario"])
             if key is None:
-                raise ValueError(f"config key 'sources.{cfg.name}.amplitude_uv' applies to scenarios ssvep and emg, not {o['scenario']!r}.")
+                raise ValueError(
+                    f"config key 'sources.{cfg.name}.amplitude_uv' applies to scenarios ssvep and emg, "
+                    f"not {o['scenario']!r}."
+                )
             kwargs[key] = o["amplitude_uv"]
         if "noise_uv" in o:
             kwargs["noise_rms"] = o["noise_uv"]
@@ -220,7 +224,9 @@ class Session:
             try:
                 out.safe_state(reason)
             except Exception as exc:  # noqa: BLE001 - one broken output must not stop the others going safe
-                self.errors.append({"time": pylsl.local_clock(), "where": f"output:{out.name}", "error": repr(exc), "traceback": ""})
+                self.errors.append(
+                    {"time": pylsl.local_clock(), "where": f"output:{out.name}", "error": repr(exc), "traceback": ""}
+                )
                 log.error("output %r failed to go to its safe state: %r", out.name, exc)
 
     def _on_source_error(self, source: Source, exc: BaseException, tb: str) -> None:
@@ -232,7 +238,9 @@ class Session:
     def _on_stale(self, runner: PipelineRunner, age: float | None) -> None:
         if age is not None:
             self._stale.add(runner.name)
-            self._log("warning", f"data for pipeline {runner.name!r} is stale ({age:.2f} s old); outputs safe", age_s=age)
+            self._log(
+                "warning", f"data for pipeline {runner.name!r} is stale ({age:.2f} s old); outputs safe", age_s=age
+            )
             self._all_safe(f"stale data in pipeline {runner.name!r}")
         else:
             self._stale.discard(runner.name)
@@ -349,14 +357,22 @@ class Session:
                 src.close()
             except Exception as exc:  # noqa: BLE001 - keep closing the rest; the error is logged and kept
                 log.error("closing source %r failed: %r", src.name, exc)
-                self.errors.append({"time": pylsl.local_clock(), "where": f"source:{src.name}", "error": repr(exc), "traceback": ""})
+                self.errors.append(
+                    {"time": pylsl.local_clock(), "where": f"source:{src.name}", "error": repr(exc), "traceback": ""}
+                )
         if self.recorder is not None and not self.recorder.closed:
             self.recorder.close()
         for out in self.outputs.values():
             out.close()
 
-    def run(self, duration_s: float | None = None, *, on_tick: Callable[[Session], None] | None = None,
-            tick_s: float = 0.5, stop_event: threading.Event | None = None) -> None:
+    def run(
+        self,
+        duration_s: float | None = None,
+        *,
+        on_tick: Callable[[Session], None] | None = None,
+        tick_s: float = 0.5,
+        stop_event: threading.Event | None = None,
+    ) -> None:
         """Start, run for ``duration_s`` (config value when None; until ``stop_event`` otherwise), stop.
 
         ``on_tick(session)`` is called on this thread every ``tick_s`` s (status lines).
@@ -418,11 +434,11 @@ class Session:
         wall0 = time.perf_counter()
         try:
             for sname, src in replays.items():
-                for key, data, ts in src.iter_chunks(chunk_s):
-                    stream = src.streams[key]
+                for skey, data, ts in src.iter_chunks(chunk_s):
+                    stream = src.streams[skey]
                     stream.push(data, ts, float(ts[-1]))
                     virtual[0] = float(ts[-1])
-                    for pname in by_stream.get((sname, key), []):
+                    for pname in by_stream.get((sname, skey), []):
                         for cmd in self.pipelines[pname].process(np.asarray(data, dtype=np.float32), ts):
                             self._dispatch(cmd)
                             commands.append(cmd)
@@ -434,7 +450,11 @@ class Session:
         finally:
             wall = time.perf_counter() - wall0
             rec_s = max((s.duration_s for s in replays.values()), default=0.0)
-            self.fast_stats = {"wall_s": wall, "recording_s": rec_s, "speed_x": rec_s / wall if wall > 0 else float("inf")}
+            self.fast_stats = {
+                "wall_s": wall,
+                "recording_s": rec_s,
+                "speed_x": rec_s / wall if wall > 0 else float("inf"),
+            }
             if self.state == "running":
                 self.state = "stopped"
             self._all_safe("replay finished")
@@ -456,7 +476,7 @@ class Session:
             for sname, s in src.streams.items():
                 st = s.stats
                 buf = s.buffer
-                entry = {
+                entry: dict[str, Any] = {
                     "srate": s.info.srate,
                     "channels": s.info.n_channels,
                     "samples": st.n_samples,
@@ -466,13 +486,17 @@ class Session:
                     "connected": st.connected,
                     "clock_offset_s": st.clock_offset,
                 }
-                if hasattr(buf, "n_gaps"):
+                if isinstance(buf, RingBuffer):
                     entry["gaps"] = buf.n_gaps
                     entry["gap_seconds"] = round(buf.gap_seconds, 4)
                     last = buf.last_timestamp
                     entry["data_age_s"] = (now - last) if last == last else None
                 streams[sname] = entry
-            sources[name] = {"running": src.running, "error": repr(src.error) if src.error else None, "streams": streams}
+            sources[name] = {
+                "running": src.running,
+                "error": repr(src.error) if src.error else None,
+                "streams": streams,
+            }
         pipelines = {}
         for name, p in self.pipelines.items():
             r = self.runners.get(name)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pylsl
 import pytest
+from conftest import REPO, wait_until
 
 from acquisition.xdf_reader import read_xdf
-from conftest import REPO, wait_until
 
 
 def closedloop(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -131,7 +131,7 @@ def test_replay_lsl_republishes_every_sample_of_real_labrecorder_files(data_dir:
             threads.append(t)
         for t in threads:
             t.join(90)
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from app.config import ConfigError, load_config, parse_config
-from conftest import REPO
 
 BASE = {
     "sources": {"eeg": {"kind": "sim", "scenario": "ssvep"}},
@@ -42,7 +42,10 @@ def test_demo_config_is_valid_and_resolves_paths() -> None:
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
-        ({"sources__eeg__kind": "usb"}, r"'sources.eeg.kind' must be one of \['sim', 'lsl', 'brainflow', 'replay'\], found 'usb'"),
+        (
+            {"sources__eeg__kind": "usb"},
+            r"'sources.eeg.kind' must be one of \['sim', 'lsl', 'brainflow', 'replay'\], found 'usb'",
+        ),
         ({"sources__eeg__kind": None}, r"'sources.eeg.kind' is required but missing"),
         ({"sources__eeg__scenario": "dance"}, r"'sources.eeg.scenario' must be one of .* found 'dance'"),
         ({"sources__eeg__seed": "one"}, r"'sources.eeg.seed' must be an integer, found 'one'"),

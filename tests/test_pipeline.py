@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import MODEL
 from scipy import signal
 
 from app.pipeline import CausalFilter, Command, FilterSettings, Pipeline, PipelineSettings, select_channels
-from conftest import MODEL
 from decoders.onnx_decoder import OnnxDecoder
 
 
@@ -80,7 +80,9 @@ def test_decision_points_every_hop_once_the_window_is_full() -> None:
     assert all(w.shape == (window, 2) for w in dec.windows)
     # the window handed to the decoder is the newest filtered samples, oldest first
     filt = CausalFilter(FILT, 250.0, 2)(x)
-    np.testing.assert_allclose(dec.windows[3], filt[cmds[3].sample_index - window + 1 : cmds[3].sample_index + 1], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        dec.windows[3], filt[cmds[3].sample_index - window + 1 : cmds[3].sample_index + 1], rtol=1e-5, atol=1e-4
+    )
     assert cmds[3].sample_time == ts[cmds[3].sample_index]
 
 
@@ -154,7 +156,9 @@ def test_min_confidence_withholds_the_label() -> None:
     card = dec.card
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1000, card.n_channels)).astype(np.float32)
-    settings = PipelineSettings("s", card.window_s, 0.5, FilterSettings((5.0, 45.0)), catch_up="all", min_confidence=0.99)
+    settings = PipelineSettings(
+        "s", card.window_s, 0.5, FilterSettings((5.0, 45.0)), catch_up="all", min_confidence=0.99
+    )
     cmds = Pipeline(settings, dec, card.srate, card.n_channels).process(x, np.arange(1000) / card.srate)
     assert cmds and all(c.label is None for c in cmds)
 

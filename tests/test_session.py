@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -12,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pylsl
 import pytest
+from conftest import MODEL, REPO, unique, wait_until
 
 from acquisition.lsl import make_outlet
 from acquisition.stream import StreamInfo
 from acquisition.xdf_reader import XdfFormatError, read_xdf
 from app.config import parse_config
 from app.session import Session
-from conftest import MODEL, REPO, unique, wait_until
 from decoders.card import CardMismatchError
 from decoders.ssvep_reference import build_ssvep_reference_model, save_model
 
@@ -59,13 +60,15 @@ def test_closed_loop_on_simulator_delivers_commands_to_lsl_outlet() -> None:
     assert abs(sum(first["values"]) - 1) < 1e-4
     # every command carries the time of its last sample and its issue time, in local_clock
     assert all(0 <= c.issued_time - c.sample_time < 1.0 for c in got)
-    assert all(b.sample_time > a.sample_time for a, b in zip(got, got[1:], strict=False))
+    assert all(b.sample_time > a.sample_time for a, b in itertools.pairwise(got))
     st = session.status()
     assert st["state"] == "stopped" and st["commands"] == len(got) and not st["errors"]
     assert st["latency"]["n"] == len(got)
     # stop announced the safe state on the command stream
     tail = []
-    wait_until(lambda: bool(tail.extend(inlet.pull_chunk(timeout=0.0)[0]) or any("safe_state" in m[0] for m in tail)), 3.0)
+    wait_until(
+        lambda: bool(tail.extend(inlet.pull_chunk(timeout=0.0)[0]) or any("safe_state" in m[0] for m in tail)), 3.0
+    )
     assert any(json.loads(m[0]).get("event") == "safe_state" for m in tail)
 
 
@@ -125,7 +128,9 @@ def test_decoder_exception_faults_session_and_puts_outputs_safe() -> None:
         assert "FloatingPointError" in session.errors[0]["traceback"]
         assert any(e.level == "error" and "decoder blew up" in e.message for e in session.log)
         msgs: list = []
-        assert wait_until(lambda: bool(msgs.extend(inlet.pull_chunk(timeout=0.0)[0]) or any("safe_state" in m[0] for m in msgs)), 5.0)
+        assert wait_until(
+            lambda: bool(msgs.extend(inlet.pull_chunk(timeout=0.0)[0]) or any("safe_state" in m[0] for m in msgs)), 5.0
+        )
         # nothing but the safe-state notice after the fault: commands are no longer delivered
         n_before = session.n_commands
         assert session.sources["eeg"].running  # acquisition keeps going (and recording would too)
@@ -273,7 +278,7 @@ def test_replay_of_corrupt_or_truncated_file_is_a_clear_error(tmp_path: Path) ->
     bad = tmp_path / "bad.xdf"
     bad.write_bytes(b"not an xdf file at all")
     cfg = parse_config({"sources": {"r": {"kind": "replay", "path": str(bad)}}})
-    with pytest.raises(XdfFormatError, match="bad.xdf"):
+    with pytest.raises(XdfFormatError, match=r"bad\.xdf"):
         Session(cfg).open()
     rec = _record_sim(tmp_path, 2.0)
     data = rec.read_bytes()

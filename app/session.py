@@ -189,6 +189,7 @@ class Session:
         self.log: deque[LogEntry] = deque(maxlen=2000)
         self.latency = LatencyTracker()
         self.recent_commands: deque[Command] = deque(maxlen=500)
+        self.last_command: dict[str, Command] = {}
         self.keep_all_commands = False  # demo and tests: keep every command in all_commands
         self.all_commands: list[Command] = []
         self.fast_stats: dict[str, float] = {}
@@ -261,6 +262,7 @@ class Session:
         self.latency.add(pylsl.local_clock() - cmd.sample_time)
         self.n_commands += 1
         self.recent_commands.append(cmd)
+        self.last_command[cmd.pipeline] = cmd
         if self.keep_all_commands:
             self.all_commands.append(cmd)
         if self.recorder is not None:
@@ -500,7 +502,7 @@ class Session:
         pipelines = {}
         for name, p in self.pipelines.items():
             r = self.runners.get(name)
-            last = self.recent_commands[-1] if self.recent_commands else None
+            last_cmd = self.last_command.get(name)
             pipelines[name] = {
                 "decisions": p.n_decisions,
                 "skipped_stale": p.n_skipped_stale,
@@ -508,7 +510,8 @@ class Session:
                 "nonfinite_samples": p.n_nonfinite_samples,
                 "lost_samples": r.n_lost if r else 0,
                 "stale": bool(r and r.stale),
-                "last_label": last.label if last is not None and last.pipeline == name else None,
+                "last_label": last_cmd.label if last_cmd is not None else None,
+                "last_confidence": last_cmd.confidence if last_cmd is not None else None,
             }
         return {
             "name": self.config.name,

@@ -180,6 +180,8 @@ def run_pusher(
     spec: PusherSpec,
     ready: Any,
     stop: Any,
+    halted: Any,
+    release: Any,
     pushed: Synchronized,
     late: Synchronized,
 ) -> None:
@@ -188,8 +190,10 @@ def run_pusher(
     Parameters
     ----------
     spec : PusherSpec
-    ready, stop : multiprocessing.Event
-        ``ready`` is set once the outlet exists; the loop ends when ``stop`` is set.
+    ready, stop, halted, release : multiprocessing.Event
+        ``ready`` is set once the outlet exists; the loop ends when ``stop`` is set, after which
+        ``halted`` is set (``pushed`` is final) and the outlet stays alive until ``release`` is
+        set (at most 60 s), so consumers can drain the last chunks before the outlet goes away.
     pushed : multiprocessing.Value ('q')
         Samples pushed so far (updated after every push).
     late : multiprocessing.Value ('q')
@@ -232,6 +236,8 @@ def run_pusher(
         n += spec.chunk
         pushed.value = n
         late.value = n_late
+    halted.set()
+    release.wait(60.0)
 
 
 class Pusher:
@@ -247,11 +253,13 @@ class Pusher:
         ctx = mp.get_context("spawn")
         self._ready = ctx.Event()
         self._stop = ctx.Event()
+        self._halted = ctx.Event()
+        self._release = ctx.Event()
         self._pushed = ctx.Value("q", 0)
         self._late = ctx.Value("q", 0)
         self._proc = ctx.Process(
             target=run_pusher,
-            args=(spec, self._ready, self._stop, self._pushed, self._late),
+            args=(spec, self._ready, self._stop, self._halted, self._release, self._pushed, self._late),
             name=f"pusher:{spec.name}",
             daemon=True,
         )
@@ -282,9 +290,17 @@ class Pusher:
                 f"pusher process for {self.spec.name!r} did not create its outlet within {self.start_timeout:.0f} s."
             )
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Ask the process to stop and join it (terminate it only if it does not stop in time)."""
+    def halt(self, timeout: float = 10.0) -> int:
+        """Stop pushing but keep the outlet alive (consumers can drain it); return the final sample count."""
         self._stop.set()
+        if not self._halted.wait(timeout):
+            raise RuntimeError(f"pusher process for {self.spec.name!r} did not halt within {timeout:.0f} s.")
+        return self.pushed
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop pushing, close the outlet and join the process (terminate it only if it does not stop in time)."""
+        self._stop.set()
+        self._release.set()
         if self._proc.pid is not None:
             self._proc.join(timeout)
             if self._proc.is_alive():

@@ -162,8 +162,7 @@ def run_config(cfg: ThroughputConfig, seconds: float, workdir: Path) -> dict[str
             cpu_engine = engine.cpu_percent(None)
             cpu_pusher = pusher_ps.cpu_percent(None)
             wall = time.monotonic() - t0
-            pusher.stop()
-            pushed = pusher.pushed
+            pushed = pusher.halt()
             late = pusher.late
             deadline = time.monotonic() + 10.0
             while buf.counter < pushed and time.monotonic() < deadline:

@@ -156,3 +156,21 @@ def _muse_streams(found: dict[str, pylsl.StreamInfo]) -> dict[str, pylsl.StreamI
     for s in pylsl.resolve_bypred("starts-with(name,'Muse')", 1, 0.5):
         found.setdefault(s.type(), s)
     return found
+
+
+def test_devices_lists_lsl_streams_and_brainflow_boards() -> None:
+    import json
+
+    from acquisition.lsl import make_outlet
+    from acquisition.stream import StreamInfo
+    from conftest import unique
+
+    name = unique("dev")
+    outlet = make_outlet(StreamInfo.simple(name, "EEG", ["Cz", "Pz"], 500.0, source_id=name))
+    r = closedloop("devices", "--json", "--wait", "2")
+    del outlet
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    mine = [s for s in out["lsl_streams"] if s["name"] == name]
+    assert mine and mine[0]["channels"] == 2 and mine[0]["srate"] == 500.0 and mine[0]["source_id"] == name
+    assert any(b["id"] == -1 and b["name"] == "Synthetic" for b in out["brainflow_boards"])

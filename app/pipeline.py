@@ -27,6 +27,7 @@ import numpy as np
 import pylsl
 from scipy import signal
 
+from acquisition.ringbuffer import RingBuffer
 from acquisition.validation import check_int, check_option, check_positive
 from decoders.base import Decoder
 
@@ -244,9 +245,7 @@ class Pipeline:
         self.clock = clock or pylsl.local_clock
         self.classes = tuple(getattr(getattr(decoder, "card", None), "classes", ()) or ())
         self.kind = getattr(getattr(decoder, "card", None), "output", "discrete")
-        self._buf = np.zeros((self.window, n_ch), dtype=np.float32)  # newest window, circular
-        self._tbuf = np.zeros(self.window, dtype=np.float64)
-        self._n = 0  # samples consumed so far
+        self._ring = RingBuffer(self.window, n_ch)  # the newest filtered window; its counter = samples consumed
         self._hold = np.zeros(n_ch, dtype=np.float32)
         self._last_bad = -(10**12)  # index of the last replaced non-finite sample
         self._seq = 0
@@ -259,7 +258,7 @@ class Pipeline:
     @property
     def samples_consumed(self) -> int:
         """Number of input samples processed so far."""
-        return self._n
+        return self._ring.counter
 
     def _sanitize(self, x: np.ndarray) -> np.ndarray:
         bad = ~np.isfinite(x)
@@ -269,7 +268,7 @@ class Pipeline:
         x = x.copy()
         rows = np.flatnonzero(bad.any(axis=1))
         self.n_nonfinite_samples += len(rows)
-        self._last_bad = self._n + int(rows[-1])
+        self._last_bad = self._ring.counter + int(rows[-1])
         for i in range(x.shape[0]):  # sample-and-hold per channel; only on chunks that contain bad values
             row_bad = bad[i]
             if row_bad.any():
@@ -297,7 +296,7 @@ class Pipeline:
         x = self._sanitize(np.asarray(x, dtype=np.float32))
         y = self.filter(x)
         # decision points: absolute sample indices d (0-based) with (d + 1) >= window and (d + 1 - window) % hop == 0
-        start, end = self._n, self._n + n
+        start, end = self._ring.counter, self._ring.counter + n
         first_d = max(self.window - 1, start)
         offset = (first_d + 1 - self.window) % self.hop
         if offset:
@@ -308,39 +307,22 @@ class Pipeline:
             points = points[-1:]
         commands = []
         for d in points:
-            self._append(y[: d + 1 - start], timestamps[: d + 1 - start], start)
+            self._ring.write(y[: d + 1 - start], timestamps[: d + 1 - start])
             y, timestamps, start = y[d + 1 - start :], timestamps[d + 1 - start :], d + 1
             cmd = self._decide(d)
             if cmd is not None:
                 commands.append(cmd)
-        self._append(y, timestamps, start)
+        self._ring.write(y, timestamps)
         return commands
-
-    def _append(self, y: np.ndarray, ts: np.ndarray, start: int) -> None:
-        m = y.shape[0]
-        if m == 0:
-            return
-        if m >= self.window:
-            y, ts, start = y[-self.window :], ts[-self.window :], start + m - self.window
-            m = self.window
-        i0 = start % self.window
-        first = min(m, self.window - i0)
-        self._buf[i0 : i0 + first] = y[:first]
-        self._tbuf[i0 : i0 + first] = ts[:first]
-        if first < m:
-            self._buf[: m - first] = y[first:]
-            self._tbuf[: m - first] = ts[first:]
-        self._n = start + m
 
     def _decide(self, d: int) -> Command | None:
         if d - self._last_bad < 2 * self.window:
             self.n_suppressed_nonfinite += 1
             return None
-        i0 = (d + 1) % self.window
-        window = np.concatenate((self._buf[i0:], self._buf[:i0])) if i0 else self._buf.copy()
-        out = np.asarray(self.decoder.predict(window), dtype=np.float64).ravel()
+        latest = self._ring.latest(self.window)
+        out = np.asarray(self.decoder.predict(latest.data), dtype=np.float64).ravel()
         issued = self.clock()
-        sample_time = float(self._tbuf[d % self.window])
+        sample_time = float(latest.timestamps[-1])
         label: str | None = None
         if self.kind == "discrete" and out.size:
             k = int(np.argmax(out))

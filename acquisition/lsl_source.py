@@ -6,10 +6,15 @@ the wake-up of one thread. Every blocking call carries a timeout.
 
 Dropouts: the inlet is created with ``recover=False`` so that a vanished outlet raises
 ``pylsl.LostError`` instead of being hidden. The source then counts a dropout, marks the
-stream disconnected and re-resolves the same ``source_id`` (or name + type + hostname when
-the outlet has no source_id) every ``reacquire_poll_s`` until it returns; the time jump is
-then counted as a gap by the ring buffer. The Session is never stopped by a dropout; it
-sees it through :attr:`StreamStats.connected` and the ``on_event`` callback.
+stream disconnected and re-resolves the same stream every ``reacquire_poll_s`` until it
+returns: same name, type and ``source_id`` (name, type and hostname when the outlet has no
+source_id), as liblsl's own recovery does. The name is part of the query because one program
+may give several outlets the same source_id (mne-lsl's ``PlayerLSL`` gives its
+``{name}-annotations`` outlet the main stream's source_id). The time jump is then counted as
+a gap by the ring buffer. The Session is never stopped by a dropout; it sees it through
+:attr:`StreamStats.connected` and the ``on_event`` callback. A stream that comes back with
+another layout (channel count, format, rate or labels) is refused with a RuntimeError that
+reaches ``on_error``: its data never mixes with the old layout's in one buffer.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pylsl.util import TimeoutError as LslTimeoutError
 
 from acquisition.lsl import from_lsl_info
 from acquisition.source import BufferedStream, ErrorCallback, Source
+from acquisition.stream import StreamInfo
 from acquisition.validation import check_positive
 
 log = logging.getLogger(__name__)
@@ -135,16 +141,30 @@ class LslSource(Source):
         return inlet
 
     def open(self) -> None:
-        """Resolve the stream, open an inlet and read its full description."""
+        """Resolve the stream, open an inlet and read its full description.
+
+        Calling it again after :meth:`close` reconnects with a new, empty buffer.
+
+        Raises
+        ------
+        TimeoutError
+            If no stream matches within ``resolve_timeout``.
+        RuntimeError
+            If the acquisition thread is running (``stop()`` first).
+        """
+        if self.running:
+            raise RuntimeError(f"source {self.name!r} is running; call stop() before open().")
         lsl_info = resolve_one(self.predicate, self.resolve_timeout)
         inlet = self._make_inlet(lsl_info)
         full = inlet.info(timeout=self.resolve_timeout)
         info = from_lsl_info(full)
         self._warm_up_clock(inlet)
         if info.source_id:
-            self._reacquire_predicate = build_predicate(source_id=info.source_id)
+            self._reacquire_predicate = build_predicate(info.name, info.type, info.source_id)
         else:
-            self._reacquire_predicate = build_predicate(info.name, info.type) + f" and hostname='{full.hostname()}'"
+            self._reacquire_predicate = (
+                build_predicate(info.name, info.type) + f" and hostname='{_escape(full.hostname())}'"
+            )
             log.warning(
                 "LSL stream %r has no source_id; after a dropout it is re-acquired by name, type and host.", info.name
             )
@@ -159,10 +179,33 @@ class LslSource(Source):
         try:
             self.time_correction_s = inlet.time_correction(timeout=self.resolve_timeout)
         except LslTimeoutError:
-            log.warning("no LSL clock correction for %r within %.1f s; timestamps may be offset", self.name, self.resolve_timeout)
+            log.warning(
+                "no LSL clock correction for %r within %.1f s; timestamps may be offset",
+                self.name,
+                self.resolve_timeout,
+            )
+
+    def start(self) -> None:
+        """Start the acquisition thread (``open()`` is called first if the source was never opened).
+
+        Raises
+        ------
+        RuntimeError
+            If the source is already running, or was closed: call ``open()`` (new buffer) first.
+        """
+        if self.streams and self._inlet is None and not self.running:
+            raise RuntimeError(
+                f"source {self.name!r} was closed; call open() to reconnect (with a new buffer) before start()."
+            )
+        super().start()
 
     def close(self) -> None:
-        """Stop the thread and close the inlet."""
+        """Stop the thread and close the inlet. Safe to call twice.
+
+        The buffers and counters in :attr:`streams` stay readable. To stream again, call
+        :meth:`open` (which makes new buffers) and then :meth:`start`; ``start()`` alone on a
+        closed source raises RuntimeError.
+        """
         self.stop()
         if self._inlet is not None:
             self._inlet.close_stream()
@@ -176,7 +219,8 @@ class LslSource(Source):
         info = stream.info
         is_string = info.is_string
         max_chunk = max(64, int(info.srate * 0.5)) if info.srate > 0 else 1024
-        dest = None if is_string else np.empty((max_chunk, info.n_channels), dtype=_np_dtype(info.channel_format))
+        # Numeric streams are pulled straight into this preallocated array (unused for strings).
+        dest = np.empty((0, 0)) if is_string else np.empty((max_chunk, info.n_channels), _np_dtype(info.channel_format))
         next_correction = pylsl.local_clock()
         while not self._stop.is_set():
             inlet = self._inlet
@@ -214,15 +258,16 @@ class LslSource(Source):
             found = pylsl.resolve_bypred(self._reacquire_predicate, 1, self.reacquire_poll_s)
             if not found:
                 continue
-            new = from_lsl_info(found[0])
-            if new.n_channels != stream.info.n_channels or new.channel_format != stream.info.channel_format:
-                raise RuntimeError(
-                    f"LSL stream {stream.info.name!r} came back with {new.n_channels} channels of "
-                    f"{new.channel_format}, but it had {stream.info.n_channels} of {stream.info.channel_format}; "
-                    "refusing to mix them in one buffer. Restart the session to accept the new layout."
-                )
-            inlet = self._make_inlet(found[0])
-            self._warm_up_clock(inlet)
+            self._check_layout(stream.info, from_lsl_info(found[0]))
+            try:
+                inlet = self._make_inlet(found[0])
+                full = from_lsl_info(inlet.info(timeout=self.resolve_timeout))  # with desc: labels
+                self._check_layout(stream.info, full, labels=True)
+                self._warm_up_clock(inlet)
+            except (LostError, LslTimeoutError) as exc:
+                # The outlet vanished again (or did not answer) while connecting: keep looking.
+                log.warning("LSL stream %r did not reconnect (%s); retrying", stream.info.name, exc)
+                continue
             self._inlet = inlet
             stream.stats.connected = True
             stream.stats.n_reacquired += 1
@@ -231,6 +276,30 @@ class LslSource(Source):
             if self.on_event is not None:
                 self.on_event("reacquired", {"stream": stream.info.name, "time": back_at, "after_s": back_at - lost_at})
             return
+
+    @staticmethod
+    def _check_layout(old: StreamInfo, new: StreamInfo, *, labels: bool = False) -> None:
+        """Refuse a returning stream whose samples would not fit the old buffer or mean the same.
+
+        ``labels`` compares channel labels too (only meaningful for the full info from the inlet:
+        a resolved info carries no ``desc``).
+        """
+        if (new.n_channels, new.channel_format) != (old.n_channels, old.channel_format):
+            raise RuntimeError(
+                f"LSL stream {old.name!r} came back with {new.n_channels} channels of "
+                f"{new.channel_format}, but it had {old.n_channels} of {old.channel_format}; "
+                "refusing to mix them in one buffer. Restart the session to accept the new layout."
+            )
+        if new.srate != old.srate:
+            raise RuntimeError(
+                f"LSL stream {old.name!r} came back at {new.srate:g} Hz, but it had {old.srate:g} Hz; "
+                "refusing to mix them in one buffer. Restart the session to accept the new rate."
+            )
+        if labels and new.labels != old.labels:
+            raise RuntimeError(
+                f"LSL stream {old.name!r} came back with channels {new.labels}, but it had {old.labels}; "
+                "refusing to mix them in one buffer. Restart the session to accept the new channels."
+            )
 
 
 def _np_dtype(fmt: str) -> type:

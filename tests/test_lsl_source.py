@@ -28,9 +28,6 @@ from acquisition.source import MarkerBuffer, Source
 
 pytestmark = pytest.mark.timeout(120)
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-EDF = DATA / "eegmmidb_S001" / "S001R04.edf"
-
 
 # ---------------------------------------------------------------------------------------------- helpers
 def unique(prefix: str = "cltest") -> str:
@@ -111,6 +108,7 @@ class PacedOutlet(threading.Thread):
         self.srate, self.n_channels = srate, n_channels
         self.outage_s = 0.5
         self.n_channels_after = n_channels
+        self.prefix, self.prefix_after = "E", "E"
         self.halt = threading.Event()
         self._drop = threading.Event()
         self.ready = threading.Event()  # first outlet exists
@@ -120,14 +118,17 @@ class PacedOutlet(threading.Thread):
         self.created_at = math.nan
         self.error: BaseException | None = None
 
-    def drop(self, outage_s: float = 0.5, n_channels_after: int | None = None) -> None:
+    def drop(self, outage_s: float = 0.5, n_channels_after: int | None = None, prefix_after: str | None = None) -> None:
+        """Destroy the outlet now; recreate it after ``outage_s`` (optionally with another layout)."""
         self.outage_s = outage_s
         if n_channels_after is not None:
             self.n_channels_after = n_channels_after
+        if prefix_after is not None:
+            self.prefix_after = prefix_after
         self._drop.set()
 
-    def _outlet(self, n_channels: int) -> pylsl.StreamOutlet:
-        labels = [("counter", "n/a", "MISC")] + [(f"E{c}", "microvolts", "EEG") for c in range(1, n_channels)]
+    def _outlet(self, n_channels: int, prefix: str) -> pylsl.StreamOutlet:
+        labels = [("counter", "n/a", "MISC")] + [(f"{prefix}{c}", "microvolts", "EEG") for c in range(1, n_channels)]
         return pylsl.StreamOutlet(lsl_info(self.stream_name, self.source_id, n_channels, self.srate, channels=labels))
 
     def run(self) -> None:
@@ -138,7 +139,7 @@ class PacedOutlet(threading.Thread):
 
     def _run(self) -> None:
         n_ch = self.n_channels
-        outlet: pylsl.StreamOutlet | None = self._outlet(n_ch)
+        outlet: pylsl.StreamOutlet | None = self._outlet(n_ch, self.prefix)
         self.ready.set()
         t0 = pylsl.local_clock()
         k = 0
@@ -153,7 +154,7 @@ class PacedOutlet(threading.Thread):
                 self.dropped.set()
             if outlet is None and now >= resume_at:
                 n_ch = self.n_channels_after
-                outlet = self._outlet(n_ch)
+                outlet = self._outlet(n_ch, self.prefix_after)
                 self.created_at = pylsl.local_clock()
                 self.recreated.set()
             due = int((now - t0) * self.srate) + 1
@@ -236,7 +237,7 @@ def test_resolve_and_read_channel_metadata(make_source, by: str) -> None:
     assert [c.type for c in info.channels] == ["EEG", "EEG", "STIM"]
     assert src.primary().stats.connected
     assert ring(src).n_channels == 3
-    del outlet
+    wait_until(outlet.have_consumers, 5.0, "the source's inlet to subscribe")
 
 
 def test_resolve_timeout_names_the_query(make_source) -> None:
@@ -262,7 +263,7 @@ def test_stream_without_desc_gets_default_labels(make_source) -> None:
     assert info.labels == ["ch1", "ch2", "ch3", "ch4"]
     assert [c.unit for c in info.channels] == [""] * 4
     assert [c.type for c in info.channels] == ["EMG"] * 4  # the stream type stands in
-    del outlet
+    wait_until(outlet.have_consumers, 5.0, "the source's inlet to subscribe")
 
 
 def test_marker_stream_values_and_timestamps(make_source) -> None:
@@ -287,7 +288,6 @@ def test_marker_stream_values_and_timestamps(make_source) -> None:
     assert stream.info.is_string and stream.info.srate == 0.0
     assert stream.stats.n_samples == len(markers)
     assert src.error is None
-    del outlet
 
 
 # ---------------------------------------------------------------------------------------------- integrity
@@ -329,7 +329,6 @@ def test_counter_no_lost_no_duplicate(make_source, fmt: int, clock_sync: bool, d
     assert stats.n_nonfinite == 0
     assert buf.n_gaps == 0
     assert src.error is None and src.running
-    del outlet
 
 
 def test_nan_samples_are_counted_and_kept(make_source) -> None:
@@ -356,7 +355,6 @@ def test_nan_samples_are_counted_and_kept(make_source) -> None:
     assert stats.n_nonfinite == 11
     assert stats.n_samples == n
     assert src.error is None
-    del outlet
 
 
 # ---------------------------------------------------------------------------------------------- dropouts
@@ -389,7 +387,7 @@ def test_dropout_and_reacquire_same_source_id(make_source, paced) -> None:
     assert rec.errors == []
     assert stats.n_dropouts == 1 and stats.n_reacquired == 1 and stats.connected
     assert rec.kinds == ["dropout", "reacquired"]
-    (_, dropout, connected_at_dropout), (_, reacquired, connected_at_reacquired) = rec.events
+    (_, _, connected_at_dropout), (_, reacquired, connected_at_reacquired) = rec.events
     assert not connected_at_dropout, "the stream must be marked disconnected when the dropout is reported"
     assert connected_at_reacquired
     assert reacquired["after_s"] > 0.5  # it was away at least as long as the outage
@@ -417,7 +415,15 @@ def test_dropout_and_reacquire_same_source_id(make_source, paced) -> None:
     assert steps[j] - 1 == pytest.approx(jump_s * srate - 1, abs=1.0)  # samples lost == time lost
 
 
-def test_reacquire_refuses_a_different_channel_count(make_source, paced) -> None:
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"n_channels_after": 3}, r"came back with 3 channels .*but it had 2 of"),
+        ({"prefix_after": "X"}, r"came back with channels \['counter', 'X1'\], but it had \['counter', 'E1'\]"),
+    ],
+    ids=["channel-count", "labels"],
+)
+def test_reacquire_refuses_a_different_layout(make_source, paced, change: dict, expected: str) -> None:
     outlet = paced(n_channels=2)
     rec = Recorder()
     src = make_source(stream_name=outlet.stream_name, on_event=rec.on_event, on_error=rec.on_error)
@@ -426,7 +432,7 @@ def test_reacquire_refuses_a_different_channel_count(make_source, paced) -> None
     buf = ring(src)
     stats = src.primary().stats
     wait_until(lambda: buf.counter >= 125, 5.0, "data before the dropout")
-    outlet.drop(outage_s=0.5, n_channels_after=3)
+    outlet.drop(outage_s=0.5, **change)
     wait_until(lambda: stats.n_dropouts == 1, 5.0, "the source to notice the dropout")
     n_lost_at = buf.counter
     wait_until(outlet.recreated.is_set, 5.0, "the outlet to come back")
@@ -436,7 +442,7 @@ def test_reacquire_refuses_a_different_channel_count(make_source, paced) -> None
     assert len(rec.errors) == 1
     exc = rec.errors[0]
     assert isinstance(exc, RuntimeError)
-    assert re.search(r"\b3 channels\b", str(exc)) and re.search(r"\b2 of\b|\b2 channels\b", str(exc)), str(exc)
+    assert re.search(expected, str(exc)), str(exc)
     assert src.error is exc
     assert stats.n_dropouts == 1 and stats.n_reacquired == 0 and not stats.connected
     assert rec.kinds == ["dropout"]
@@ -473,25 +479,35 @@ def test_reacquire_ignores_a_sibling_stream_with_the_same_source_id(make_source,
     wait_until(lambda: buf.counter >= n_back + 50, 5.0, "data after the return")
     assert src.running and src.error is None
     assert rec.kinds == ["dropout", "reacquired"]
-    del sibling
+    assert not sibling.have_consumers(), "the source subscribed to the sibling stream"
 
 
 # ---------------------------------------------------------------------------------------------- mne-lsl player
 @pytest.mark.slow
-def test_mne_lsl_player_edf_no_lost_no_duplicate(make_source) -> None:
-    """Acceptance 4: PlayerLSL replaying S001R04.edf (with a counter channel) is read losslessly."""
-    if not DATA.is_dir():
-        pytest.skip(f"shared data folder {DATA} is absent (it holds the eegmmidb EDF files)")
-    if not EDF.is_file():
-        pytest.skip(f"{EDF} is absent")
+def test_mne_lsl_player_edf_no_lost_no_duplicate(make_source, data_dir: Path) -> None:
+    """Acceptance 4: PlayerLSL replaying S001R04.edf (with a counter channel) is read losslessly.
+
+    ``data_dir`` (tests/conftest.py) skips with the reason when ../shared/data is absent.
+    """
+    edf = data_dir / "eegmmidb_S001" / "S001R04.edf"
+    if not edf.is_file():
+        pytest.skip(f"{edf} is absent")
     mne = pytest.importorskip("mne")
     player_lsl = pytest.importorskip("mne_lsl.player")
 
     # The staged EDF was byte-repaired already (see MANIFEST.md there); mne reads it directly.
-    raw = mne.io.read_raw_edf(EDF, preload=True, verbose="error")
-    raw.crop(tmin=0.0, tmax=6.0, include_tmax=False)  # short loops, so >= 2 wrap-arounds in 15 s
+    raw = mne.io.read_raw_edf(edf, preload=True, verbose="error")
+    # Short loops, so 15 s hold >= 2 wrap-arounds. mne-lsl 1.14's PlayerLSL._stream has an upstream bug:
+    # when its read position lands exactly on the end of the file (after lcm(n_times, chunk_size)
+    # samples) it wraps with start % n_times == 0 and pushes the whole file plus a chunk at once,
+    # back-dated by the file's length, so timestamps jump back. The full file (20000 samples) with
+    # chunk_size 10 or 16 hits it at every loop. 1001 samples with chunk_size 16 first hit it after
+    # lcm = 16016 samples (100 s), far beyond this test, which then checks our source, not the player.
+    chunk_size = 16
+    raw.crop(tmin=0.0, tmax=1001 / raw.info["sfreq"], include_tmax=False)
     n_file = raw.n_times
     srate = raw.info["sfreq"]
+    assert n_file == 1001 and math.lcm(n_file, chunk_size) > 60 * srate
     counter_info = mne.create_info(["counter"], srate, "misc")
     raw.add_channels(
         [mne.io.RawArray(np.arange(n_file, dtype=np.float64)[None], counter_info, verbose="error")],
@@ -499,7 +515,7 @@ def test_mne_lsl_player_edf_no_lost_no_duplicate(make_source) -> None:
     )
     file_data = raw.get_data()
     name = unique("player")
-    player = player_lsl.PlayerLSL(raw, chunk_size=16, name=name, source_id=name)
+    player = player_lsl.PlayerLSL(raw, chunk_size=chunk_size, name=name, source_id=name)
     player.start()
     try:
         src = make_source(stream_name=name, buffer_seconds=60.0)
@@ -543,6 +559,8 @@ def test_close_releases_and_start_after_close_raises(make_source) -> None:
     outlet.push_chunk(counter_chunk(np.arange(50), 2), list(t0 + np.arange(50) / 100.0))
     buf = ring(src)
     wait_until(lambda: buf.counter >= 50, 5.0, "50 samples")
+    with pytest.raises(RuntimeError, match=r"running; call stop\(\) before open\(\)"):
+        src.open()  # would swap the inlet under the running thread
 
     src.close()
     assert not src.running
@@ -568,4 +586,3 @@ def test_close_releases_and_start_after_close_raises(make_source) -> None:
     wait_until(lambda: buf2.counter >= 30, 5.0, "30 samples after reopening")
     np.testing.assert_array_equal(buf2.read_since(0).data[:, 0], np.arange(50, 80, dtype=np.float32))
     assert src.error is None
-    del outlet

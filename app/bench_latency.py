@@ -438,12 +438,21 @@ def measure_closedloop(
     session = Session(config)
     target = n_decisions + warmup
     lat: list[float] = []
+    split: list[tuple[float, float]] = []  # (receive - push, publish - receive) when the split is unambiguous
     done = threading.Event()
+    stats: list[Any] = []
 
     def on_command(cmd: Command) -> None:  # runs on the pipeline thread, right after outputs.send
         now = pylsl.local_clock()
         if cmd.sample_time >= t_start[0]:  # never time a window that ends in a backlog from before the start
             lat.append(now - cmd.sample_time)
+            # Diagnostic split: the acquisition thread stamps every chunk it pulls with its receive time. When the
+            # newest chunk ends with the decision's sample, receive - push is the LSL + acquisition part and
+            # publish - receive the ring buffer hand-off + pipeline + output part.
+            st, buf = stats[0]
+            received = st.last_receive_time
+            if buf.last_timestamp == cmd.sample_time and received >= cmd.sample_time:
+                split.append((received - cmd.sample_time, now - received))
         if len(lat) >= target:
             done.set()
 
@@ -451,6 +460,8 @@ def measure_closedloop(
     timeout = 3.0 * target * hop_s + 30.0
     t_start = [float("inf")]
     session.open()
+    primary = session.sources["eeg"].primary()
+    stats.append((primary.stats, primary.buffer))
     t_start[0] = pylsl.local_clock()
     session.start()
     try:
@@ -460,9 +471,16 @@ def measure_closedloop(
             timeout -= 0.5
             if timeout <= 0:
                 raise RuntimeError(f"closedloop session produced {len(lat)} of {target} decisions in time.")
-        status = session.status()["pipelines"]["p"]
+        status = dict(session.status()["pipelines"]["p"])
     finally:
         session.stop()
+    if split:
+        parts = np.asarray(split[warmup:] or split)
+        status["split_n"] = int(parts.shape[0])
+        for i, key in enumerate(("receive_minus_push", "publish_minus_receive")):
+            p50, p99 = np.percentile(parts[:, i] * 1000.0, [50, 99])
+            status[f"{key}_p50_ms"] = round(float(p50), 3)
+            status[f"{key}_p99_ms"] = round(float(p99), 3)
     return np.asarray(lat[warmup:target], dtype=np.float64), status
 
 

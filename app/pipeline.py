@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pylsl
@@ -80,8 +80,17 @@ class Command:
 
     def to_json(self) -> str:
         """Compact JSON (the payload of the command LSL stream and the recording)."""
-        d = asdict(self)
-        d["values"] = [round(v, 6) for v in self.values]
+        d = {
+            "pipeline": self.pipeline,
+            "seq": self.seq,
+            "kind": self.kind,
+            "sample_time": self.sample_time,
+            "issued_time": self.issued_time,
+            "label": self.label,
+            "values": [round(v, 6) for v in self.values],
+            "classes": self.classes,
+            "sample_index": self.sample_index,
+        }
         return json.dumps(d, separators=(",", ":"))
 
     @classmethod
@@ -218,8 +227,9 @@ class Pipeline:
     n_input_channels : int
         Channels of the incoming chunks (before ``channel_indices`` selection).
     clock : callable, optional
-        Returns the issue time; defaults to ``pylsl.local_clock``. Replay-fast passes a
-        virtual clock so results are reproducible.
+        Returns the issue time; defaults to ``pylsl.local_clock``. Setting the attribute
+        ``virtual_time = True`` (fast replay) issues each decision at its last sample's
+        timestamp instead, so results are reproducible.
     """
 
     def __init__(
@@ -243,6 +253,7 @@ class Pipeline:
         check_int(self.window, "window (samples)", minimum=1)
         self.filter = CausalFilter(settings.filters, srate, n_ch)
         self.clock = clock or pylsl.local_clock
+        self.virtual_time = False  # True in fast replay: a decision is issued at its last sample's timestamp
         self.classes = tuple(getattr(getattr(decoder, "card", None), "classes", ()) or ())
         self.kind = getattr(getattr(decoder, "card", None), "output", "discrete")
         self._ring = RingBuffer(self.window, n_ch)  # the newest filtered window; its counter = samples consumed
@@ -321,8 +332,8 @@ class Pipeline:
             return None
         latest = self._ring.latest(self.window)
         out = np.asarray(self.decoder.predict(latest.data), dtype=np.float64).ravel()
-        issued = self.clock()
         sample_time = float(latest.timestamps[-1])
+        issued = sample_time if self.virtual_time else self.clock()
         label: str | None = None
         if self.kind == "discrete" and out.size:
             k = int(np.argmax(out))

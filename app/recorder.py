@@ -87,7 +87,7 @@ class Recorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # serialises poll() between the thread and close()
-        self._last_boundary = pylsl.local_clock()
+        self._last_boundary = self._last_offsets = pylsl.local_clock() - 10.0
         self.n_lost = 0
         self.n_commands = 0
         self.n_events = 0
@@ -129,6 +129,12 @@ class Recorder:
                         self._writer.write_samples(sid, values, ts)
             self._drain_queue()
             now = pylsl.local_clock()
+            if now - self._last_offsets >= 5.0:
+                # Timestamps are already on this host's local_clock (LSL inputs are clock-corrected at
+                # ingestion), so the offset is 0; writing it (like LabRecorder, every 5 s) tells readers so.
+                for sid in [*(sid for _, sid in self._streams), self._cmd_id, self._evt_id]:
+                    self._writer.write_clock_offset(sid, now, 0.0)
+                self._last_offsets = now
             if now - self._last_boundary > 10.0:
                 self._writer.write_boundary()
                 self._last_boundary = now

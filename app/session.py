@@ -193,6 +193,7 @@ class Session:
         self.keep_all_commands = False  # demo and tests: keep every command in all_commands
         self.all_commands: list[Command] = []
         self.fast_stats: dict[str, float] = {}
+        self._virtual_time = False  # fast replay: no wall-clock latency
         self.n_commands = 0
         self.n_blocked = 0  # commands not delivered to outputs because the session is faulted or data stale
         self._subscribers: list[Callable[[Command], None]] = []
@@ -259,7 +260,8 @@ class Session:
                 out.send(cmd)
         else:
             self.n_blocked += 1
-        self.latency.add(pylsl.local_clock() - cmd.sample_time)
+        if not self._virtual_time:
+            self.latency.add(pylsl.local_clock() - cmd.sample_time)
         self.n_commands += 1
         self.recent_commands.append(cmd)
         self.last_command[cmd.pipeline] = cmd
@@ -421,15 +423,15 @@ class Session:
         if len(replays) != len(self.sources):
             others = sorted(set(self.sources) - set(replays))
             raise RuntimeError(f"run_fast() needs replay sources only; {others} are live sources.")
-        virtual = [0.0]
         by_stream: dict[tuple[str, str], list[str]] = {}
         for name, pipe in self.pipelines.items():
-            pipe.clock = lambda: virtual[0]
+            pipe.virtual_time = True
             pipe.settings = dataclasses.replace(pipe.settings, catch_up="all")
             pcfg = self.config.pipelines[name]
             key = (pcfg.source, pcfg.stream or self._stream_key(self.sources[pcfg.source]))
             by_stream.setdefault(key, []).append(name)
         commands: list[Command] = []
+        self._virtual_time = True
         self.keep_all_commands = True
         self.state = "running"
         self.started_at = pylsl.local_clock()
@@ -439,7 +441,6 @@ class Session:
                 for skey, data, ts in src.iter_chunks(chunk_s):
                     stream = src.streams[skey]
                     stream.push(data, ts, float(ts[-1]))
-                    virtual[0] = float(ts[-1])
                     for pname in by_stream.get((sname, skey), []):
                         for cmd in self.pipelines[pname].process(np.asarray(data, dtype=np.float32), ts):
                             self._dispatch(cmd)

@@ -91,6 +91,9 @@ class BufferedStream:
     info: StreamInfo
     buffer: RingBuffer | MarkerBuffer
     stats: StreamStats = field(default_factory=StreamStats)
+    listeners: list[Callable[[], None]] = field(default_factory=list)
+    """Called on the source thread right after every chunk is written (pipelines that decode in
+    line with acquisition). A listener must not raise and must return quickly."""
 
     @classmethod
     def create(cls, info: StreamInfo, buffer_seconds: float = 30.0) -> BufferedStream:
@@ -114,6 +117,8 @@ class BufferedStream:
         self.stats.n_samples += n
         self.stats.n_chunks += 1
         self.stats.last_receive_time = receive_time
+        for listener in tuple(self.listeners):
+            listener()
 
 
 class Source(ABC):

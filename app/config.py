@@ -21,6 +21,7 @@ The format, by example (``configs/demo.toml`` is the reference)::
     model = "../models/ssvep_reference.onnx"
     hop_s = 0.1                # default: the model card's hop
     catch_up = "latest"
+    run_on = "source"          # decode on the acquisition thread (lowest latency) or "thread" (own thread)
 
     [outputs.commands]
     kind = "lsl"
@@ -114,6 +115,7 @@ class PipelineConfig:
     use_card_filters: bool = True
     catch_up: str = "latest"
     min_confidence: float = 0.0
+    run_on: str = "source"
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,7 @@ _PIPELINE_KEYS = {
     "use_card_filters",
     "catch_up",
     "min_confidence",
+    "run_on",
 }
 
 
@@ -264,6 +267,9 @@ def _pipeline(name: str, t: Any, base: Path, sources: dict[str, SourceConfig]) -
     catch_up = _get(t, "catch_up", str, path, "latest")
     if catch_up not in ("latest", "all"):
         raise ConfigError(f"config key '{path}.catch_up' must be 'latest' or 'all', found {catch_up!r}.")
+    run_on = _get(t, "run_on", str, path, "source")
+    if run_on not in ("source", "thread"):
+        raise ConfigError(f"config key '{path}.run_on' must be 'source' or 'thread', found {run_on!r}.")
     min_conf = _get(t, "min_confidence", float, path, 0.0)
     if not 0 <= min_conf <= 1:
         raise ConfigError(f"config key '{path}.min_confidence' must be between 0 and 1, found {min_conf}.")
@@ -281,6 +287,7 @@ def _pipeline(name: str, t: Any, base: Path, sources: dict[str, SourceConfig]) -
         use_card_filters=_get(t, "use_card_filters", bool, path, True),
         catch_up=catch_up,
         min_confidence=min_conf,
+        run_on=run_on,
     )
 
 

@@ -1,8 +1,19 @@
 """Thread adapter around a pure :class:`~app.pipeline.Pipeline`.
 
-Waits on the source's ring buffer (condition with a timeout), feeds every new chunk to the
-pipeline and hands commands to the session. Starts from the *newest* data (fresh by
-default); a reader that falls behind the buffer is told how many samples it lost.
+Two ways to run (``mode``):
+
+``"source"`` (default)
+    The pipeline runs *on the acquisition thread*, right after each chunk is written to the
+    ring buffer (a :attr:`BufferedStream.listeners` hook): no thread wake-up between a sample's
+    arrival and its decision, which is the lowest latency the engine offers. A light watchdog
+    thread checks data age. An exception in the pipeline is caught here, reported to the
+    session and detaches the pipeline; acquisition (and recording) go on.
+``"thread"``
+    The pipeline has its own thread that waits on the ring buffer's condition (with a timeout).
+    Use it for slow decoders (tens of ms), so they never hold up acquisition.
+
+Either way the runner reads the ring buffer by counter starting from the *newest* data
+(fresh by default); a reader that falls behind the buffer is told how many samples it lost.
 """
 
 from __future__ import annotations
@@ -38,6 +49,8 @@ class PipelineRunner:
         and ``on_stale(runner, None)`` when fresh data returns.
     stale_after_s : float
         Data age (s) that counts as stale.
+    mode : str
+        ``"source"`` (decode on the acquisition thread) or ``"thread"`` (own thread).
     """
 
     def __init__(
@@ -48,11 +61,15 @@ class PipelineRunner:
         on_error: Callable[[str, BaseException, str], None],
         on_stale: Callable[[PipelineRunner, float | None], None] | None = None,
         stale_after_s: float = 0.5,
+        mode: str = "source",
     ) -> None:
         if not isinstance(stream.buffer, RingBuffer):
             raise TypeError(
                 f"pipeline {pipeline.settings.name!r} needs a numeric stream, got marker stream {stream.info.name!r}."
             )
+        if mode not in ("source", "thread"):
+            raise ValueError(f"pipeline runner mode must be 'source' or 'thread', got {mode!r}.")
+        self.mode = mode
         self.pipeline = pipeline
         self.stream = stream
         self.dispatch = dispatch
@@ -65,6 +82,8 @@ class PipelineRunner:
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._counter = 0
+        self._busy = threading.Lock()  # one chunk at a time; guards only the read position
 
     @property
     def name(self) -> str:
@@ -74,15 +93,64 @@ class PipelineRunner:
     def start(self) -> None:
         """Start reading from the current newest sample."""
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"pipeline:{self.name}", daemon=True)
+        self._counter = self.stream.buffer.counter
+        if self.mode == "source":
+            self.stream.listeners.append(self._on_data)
+            target = self._watch
+        else:
+            target = self._run
+        self._thread = threading.Thread(target=target, name=f"pipeline:{self.name}", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop and join the thread."""
+        """Detach from the stream and join the thread."""
         self._stop.set()
+        self._detach()
         if self._thread is not None:
             self._thread.join(timeout)
         self._thread = None
+
+    def _detach(self) -> None:
+        try:
+            self.stream.listeners.remove(self._on_data)
+        except ValueError:
+            pass  # not attached (thread mode, or already detached after an error)
+
+    def _step(self) -> None:
+        """Process everything new in the buffer (caller holds ``_busy``)."""
+        buf = self.stream.buffer
+        assert isinstance(buf, RingBuffer)  # checked in __init__; narrows the type for mypy
+        r = buf.read_since(self._counter)
+        self._counter = r.end
+        self.n_lost += r.lost
+        for cmd in self.pipeline.process(r.data, r.timestamps):
+            self.dispatch(cmd)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self._stop.set()
+        self._detach()
+        self.on_error(f"pipeline:{self.name}", exc, traceback.format_exc())
+
+    def _on_data(self) -> None:
+        # Runs on the acquisition thread: never let a pipeline error escape into acquisition.
+        if self._stop.is_set() or not self._busy.acquire(blocking=False):
+            return
+        try:
+            self._step()
+        except BaseException as exc:  # noqa: BLE001 - handed to the session, which faults and goes safe
+            self._fail(exc)
+        finally:
+            self._busy.release()
+
+    def _watch(self) -> None:
+        buf = self.stream.buffer
+        assert isinstance(buf, RingBuffer)
+        try:
+            while not self._stop.wait(0.05):
+                self._check_stale(buf)
+        except BaseException as exc:  # noqa: BLE001 - handed to the session, which faults and goes safe
+            self._fail(exc)
 
     def _check_stale(self, buf: RingBuffer) -> None:
         last = buf.last_timestamp
@@ -100,18 +168,11 @@ class PipelineRunner:
     def _run(self) -> None:
         buf = self.stream.buffer
         assert isinstance(buf, RingBuffer)  # checked in __init__; narrows the type for mypy
-        counter = buf.counter
         try:
             while not self._stop.is_set():
-                if not buf.wait_for(counter, timeout=0.05):
-                    self._check_stale(buf)
-                    continue
-                r = buf.read_since(counter)
-                counter = r.end
-                self.n_lost += r.lost
-                for cmd in self.pipeline.process(r.data, r.timestamps):
-                    self.dispatch(cmd)
+                if buf.wait_for(self._counter, timeout=0.05):
+                    with self._busy:
+                        self._step()
                 self._check_stale(buf)
         except BaseException as exc:  # noqa: BLE001 - handed to the session, which faults and goes safe
-            self.error = exc
-            self.on_error(f"pipeline:{self.name}", exc, traceback.format_exc())
+            self._fail(exc)

@@ -334,7 +334,13 @@ class Session:
         for name, pipe in self.pipelines.items():
             stream = self._stream_for(self.config.pipelines[name])
             runner = PipelineRunner(
-                pipe, stream, self._dispatch, self.report_error, self._on_stale, self.config.stale_after_s
+                pipe,
+                stream,
+                self._dispatch,
+                self.report_error,
+                self._on_stale,
+                self.config.stale_after_s,
+                mode=self.config.pipelines[name].run_on,
             )
             self.runners[name] = runner
             runner.start()

@@ -36,9 +36,11 @@ def _cfg(tmp_path: Path | None = None, **over: object) -> dict:
     return d
 
 
-def test_closed_loop_on_simulator_delivers_commands_to_lsl_outlet() -> None:
+@pytest.mark.parametrize("run_on", ["source", "thread"])
+def test_closed_loop_on_simulator_delivers_commands_to_lsl_outlet(run_on: str) -> None:
     name = unique("cmds")
-    cfg = parse_config(_cfg(outputs={"out": {"kind": "lsl", "stream_name": name}}))
+    pipes = {"ssvep": {"source": "eeg", "model": str(MODEL), "hop_s": 0.1, "run_on": run_on}}
+    cfg = parse_config(_cfg(outputs={"out": {"kind": "lsl", "stream_name": name}}, pipelines=pipes))
     session = Session(cfg)
     got = []
     session.subscribe(got.append)
@@ -99,9 +101,11 @@ def test_channel_subset_selection_feeds_the_model_in_card_order(tmp_path: Path) 
         s.close()
 
 
-def test_decoder_exception_faults_session_and_puts_outputs_safe() -> None:
+@pytest.mark.parametrize("run_on", ["source", "thread"])
+def test_decoder_exception_faults_session_and_puts_outputs_safe(run_on: str) -> None:
     name = unique("cmds")
-    cfg = parse_config(_cfg(outputs={"out": {"kind": "lsl", "stream_name": name}}))
+    pipes = {"ssvep": {"source": "eeg", "model": str(MODEL), "hop_s": 0.1, "run_on": run_on}}
+    cfg = parse_config(_cfg(outputs={"out": {"kind": "lsl", "stream_name": name}}, pipelines=pipes))
     session = Session(cfg)
     session.open()
     inlet = pylsl.StreamInlet(pylsl.resolve_byprop("name", name, 1, 5.0)[0])

@@ -153,8 +153,14 @@ class CausalFilter:
     """Stateful SOS filter over samples × channels; state (``zi``) carries from chunk to chunk.
 
     The state is initialised on the first chunk to the steady state for its first sample,
-    which avoids the start-up transient of a DC offset.
+    which avoids the start-up transient of a DC offset. Chunks of one or two samples (the
+    common case for a live stream pulled sample by sample) take a direct transposed-direct-
+    form-II update with the same state layout as ``scipy.signal.sosfilt``, avoiding its
+    per-call set-up cost (~100 µs); longer chunks go through ``sosfilt``. Both paths are
+    tested against one offline ``sosfilt`` call.
     """
+
+    SMALL_CHUNK = 2
 
     def __init__(self, settings: FilterSettings, srate: float, n_channels: int) -> None:
         self.settings = settings
@@ -174,8 +180,26 @@ class CausalFilter:
         if self._zi is None:
             base = signal.sosfilt_zi(self.sos)  # (n_sections, 2)
             self._zi = base[:, :, None] * x[0][None, None, :]
+        if x.shape[0] <= self.SMALL_CHUNK:
+            return self._small(x)
         y, self._zi = signal.sosfilt(self.sos, x, axis=0, zi=self._zi)
         return y.astype(np.float32)
+
+    def _small(self, x: np.ndarray) -> np.ndarray:
+        sos, zi = self.sos, self._zi
+        assert sos is not None and zi is not None  # set by __call__
+        out = np.empty(x.shape, dtype=np.float32)
+        for i in range(x.shape[0]):
+            v = x[i]
+            for s in range(sos.shape[0]):
+                b0, b1, b2, _, a1, a2 = sos[s]
+                z = zi[s]
+                y = b0 * v + z[0]
+                z[0] = b1 * v - a1 * y + z[1]
+                z[1] = b2 * v - a2 * y
+                v = y
+            out[i] = v
+        return out
 
 
 @dataclass(frozen=True)

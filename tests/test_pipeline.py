@@ -60,6 +60,22 @@ def test_filter_matches_offline_scipy_for_any_chunking() -> None:
     np.testing.assert_allclose(online, offline.astype(np.float32), rtol=1e-5, atol=1e-4)
 
 
+def test_small_chunk_path_equals_sosfilt() -> None:
+    x, _ = _signal(600, 4)
+    f = CausalFilter(FILT, 250.0, 4)
+    pieces, i = [], 0
+    for n in [1, 2, 1, 1, 3, 2, 50, 1, 2] * 20:
+        pieces.append(f(x[i : i + n]))
+        i += n
+        if i >= 600:
+            break
+    online = np.concatenate(pieces)
+    sos = FILT.design(250.0)
+    zi = signal.sosfilt_zi(sos)[:, :, None] * x[0].astype(np.float64)[None, None, :]
+    offline, _ = signal.sosfilt(sos, x[:i].astype(np.float64), axis=0, zi=zi)
+    np.testing.assert_allclose(online, offline.astype(np.float32), rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("sizes", [[2000], [1] * 300, [7, 13, 0, 50, 1, 99, 0, 333], [10] * 150])
 def test_decisions_are_chunk_invariant(sizes: list[int]) -> None:
     x, ts = _signal(2000, 3)

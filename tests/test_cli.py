@@ -161,9 +161,10 @@ def _muse_streams(found: dict[str, pylsl.StreamInfo]) -> dict[str, pylsl.StreamI
 def test_devices_lists_lsl_streams_and_brainflow_boards() -> None:
     import json
 
+    from conftest import unique
+
     from acquisition.lsl import make_outlet
     from acquisition.stream import StreamInfo
-    from conftest import unique
 
     name = unique("dev")
     outlet = make_outlet(StreamInfo.simple(name, "EEG", ["Cz", "Pz"], 500.0, source_id=name))

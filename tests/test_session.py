@@ -338,3 +338,71 @@ def test_brainflow_synthetic_board_streams_into_a_session_on_local_clock(tmp_pat
     assert bf.n_samples == stream.stats.n_samples
     assert abs(bf.timestamps[-1] - stream.buffer.last_timestamp) < 1e-9
     assert np.all(np.diff(bf.timestamps) > 0)
+
+
+def test_session_survives_a_dropout_and_records_the_gap(tmp_path: Path) -> None:
+    """Acceptance 6 at session level: the outlet vanishes and returns; the session keeps running."""
+    import gc
+    import threading
+
+    name, sid = unique("drop"), unique("sid")
+    info = StreamInfo.simple(name, "EEG", SSVEP_CH, 250.0, source_id=sid)
+    state = {"outlet": make_outlet(info), "k": 0, "pause": False}
+    stop = threading.Event()
+
+    def pusher() -> None:
+        t0 = pylsl.local_clock()
+        while not stop.is_set():
+            due = int((pylsl.local_clock() - t0) * 250)
+            out = state["outlet"]
+            if out is not None and not state["pause"] and due > state["k"]:
+                n = due - state["k"]
+                out.push_chunk(np.full((n, 8), 1.0, np.float32) * np.arange(state["k"], due)[:, None])
+                state["k"] = due
+            elif state["pause"]:
+                state["k"] = due
+            stop.wait(0.004)
+
+    out = tmp_path / "drop.xdf"
+    cfg = parse_config(
+        {
+            "session": {"stale_after_s": 0.3},
+            "sources": {"eeg": {"kind": "lsl", "source_id": sid}},
+            "pipelines": {"p": {"source": "eeg", "model": str(MODEL), "hop_s": 0.1}},
+        }
+    )
+    session = Session(cfg, record_path=out)
+    session.open()
+    th = threading.Thread(target=pusher, daemon=True)
+    th.start()
+    session.start()
+    stream = session.sources["eeg"].primary()
+    try:
+        assert wait_until(lambda: session.n_commands >= 5, 10.0)
+        state["pause"] = True
+        state["outlet"] = None  # drop the only reference: the outlet disappears from the network
+        gc.collect()
+        assert wait_until(lambda: stream.stats.n_dropouts == 1, 5.0)
+        assert wait_until(lambda: session.status()["pipelines"]["p"]["stale"], 5.0)
+        state["outlet"] = make_outlet(info)
+        back = pylsl.local_clock()
+        state["pause"] = False
+        assert wait_until(lambda: stream.stats.n_reacquired == 1, 5.0)
+        reacquired_after = pylsl.local_clock() - back
+        n_before = session.n_commands
+        assert wait_until(lambda: session.n_commands > n_before + 5, 10.0)
+        assert session.state == "running"
+    finally:
+        session.stop()
+        stop.set()
+        th.join(5)
+    assert reacquired_after < 2.0
+    assert stream.buffer.n_gaps >= 1
+    assert not session.errors
+    rec = {s.info.name: s for s in read_xdf(out)}
+    events = [json.loads(v[0]) for v in rec["closedloop-events"].data]
+    kinds = [e.get("kind") for e in events]
+    assert "dropout" in kinds and "reacquired" in kinds
+    assert any("stale" in e.get("message", "") for e in events)
+    ts = rec[name].timestamps
+    assert np.max(np.diff(ts)) > 0.3  # the outage is visible in the recorded timestamps

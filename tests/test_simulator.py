@@ -350,7 +350,7 @@ def test_simulated_source_live() -> None:
         assert res.lost == 0 and len(res) >= 0.5 * srate
         np.testing.assert_allclose(np.diff(res.timestamps), 1.0 / srate, rtol=0, atol=1e-9)
         assert res.timestamps[0] == src.t0
-        assert 0.0 <= now - res.timestamps[-1] < 0.1
+        assert 0.0 <= now - res.timestamps[-1] < 0.5  # fresh; generous so a busy CI machine cannot flake it
         assert res.timestamps[-1] <= now
         # The samples are the generator's samples.
         ref, _ = SignalGenerator(SimulatorSettings(scenario="ssvep", seed=1)).generate(len(res))

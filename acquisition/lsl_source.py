@@ -218,7 +218,9 @@ class LslSource(Source):
             raise RuntimeError(f"source {self.name!r} is not open; call open() before start().")
         info = stream.info
         is_string = info.is_string
-        max_chunk = max(64, int(info.srate * 0.5)) if info.srate > 0 else 1024
+        # Up to 4 s per pull: a backlog (samples queued between open() and start(), or after a stall) comes out
+        # in one chunk, so a "latest" pipeline decides once on its newest sample instead of on stale pieces.
+        max_chunk = max(64, int(info.srate * 4.0)) if info.srate > 0 else 1024
         # Numeric streams are pulled straight into this preallocated array (unused for strings).
         dest = np.empty((0, 0)) if is_string else np.empty((max_chunk, info.n_channels), _np_dtype(info.channel_format))
         next_correction = pylsl.local_clock()

@@ -353,6 +353,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- daemon
+def cmd_daemon(args: argparse.Namespace) -> int:
+    """Run the headless daemon with its HTTP/JSON control API (see app/daemon.py)."""
+    from app.daemon import run
+
+    return run(args)
+
+
 # ---------------------------------------------------------------------------- bench
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run a benchmark (latency)."""
@@ -411,6 +419,17 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--seconds", type=float, help="duration (default: config session.duration_s, else until Ctrl-C)")
     u.add_argument("--record", help="record to this XDF file (overrides [recording])")
     u.set_defaults(func=cmd_run)
+
+    dm = sub.add_parser("daemon", help="headless session controlled through an authenticated local HTTP/JSON API")
+    dm.add_argument("--config", required=True, help="session config (TOML), read once at start")
+    dm.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    dm.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 = any free port, logged)")
+    dm.add_argument("--token-file", help="file holding the API bearer token (else $CLOSEDLOOP_TOKEN)")
+    dm.add_argument(
+        "--no-auth", action="store_true", help="serve the API without a token (refused unless --host is loopback)"
+    )
+    dm.add_argument("--start", action="store_true", help="start the session right away")
+    dm.set_defaults(func=cmd_daemon)
 
     b = sub.add_parser("bench", help="benchmarks")
     b.add_argument("which", choices=["latency"], help="which benchmark")

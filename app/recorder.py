@@ -58,6 +58,9 @@ class Recorder:
         Maximum time between writes, in s (≤ 1).
     on_error : callable, optional
         ``on_error(exc, traceback_text)`` if the writer thread fails (disk full...).
+    from_now : bool
+        Start each stream at its buffer's current write position instead of its first sample
+        (a recording started on a session that is already running).
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class Recorder:
         *,
         flush_interval_s: float = 0.25,
         on_error: Callable[[BaseException, str], None] | None = None,
+        from_now: bool = False,
     ) -> None:
         if not 0 < flush_interval_s <= 1.0:
             raise ValueError(f"flush_interval_s must be in (0, 1] s, got {flush_interval_s}.")
@@ -80,7 +84,7 @@ class Recorder:
         for s in streams:
             info = s.info if s.info.is_string else dataclasses.replace(s.info, channel_format="float32")
             self._streams.append((s, self._writer.add_stream(info)))
-            self._pos.append(0)
+            self._pos.append(s.buffer.counter if from_now else 0)
         self._cmd_id = self._writer.add_stream(COMMANDS_STREAM)
         self._evt_id = self._writer.add_stream(EVENTS_STREAM)
         self._queue: queue.SimpleQueue[tuple[int, str, float]] = queue.SimpleQueue()  # lossless

@@ -156,6 +156,9 @@ class RingBuffer:
         if self.srate <= 0:
             return
         limit = self.gap_factor / self.srate
+        if ts.shape[0] == 1:  # the common live case: one scalar comparison, no temporaries
+            if not float(ts[0]) - self._last_ts > limit:  # also False for the first write (NaN)
+                return
         prev = np.concatenate(([self._last_ts], ts[:-1]))
         dt = ts - prev
         idx = np.flatnonzero(dt > limit)  # NaN (first write) compares False

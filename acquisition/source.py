@@ -112,7 +112,8 @@ class BufferedStream:
             self.buffer.write(data, timestamps)  # type: ignore[arg-type]
         else:
             arr = np.asarray(data, dtype=np.float32)
-            self.stats.n_nonfinite += int(np.count_nonzero(~np.isfinite(arr).all(axis=1)))
+            if not np.isfinite(arr).all():  # count rows only in the rare bad case
+                self.stats.n_nonfinite += int(np.count_nonzero(~np.isfinite(arr).all(axis=1)))
             self.buffer.write(arr, timestamps)
         self.stats.n_samples += n
         self.stats.n_chunks += 1

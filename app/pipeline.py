@@ -296,10 +296,10 @@ class Pipeline:
         return self._ring.counter
 
     def _sanitize(self, x: np.ndarray) -> np.ndarray:
-        bad = ~np.isfinite(x)
-        if not bad.any():
+        if np.isfinite(x).all():
             self._hold = x[-1].copy()
             return x
+        bad = ~np.isfinite(x)
         x = x.copy()
         rows = np.flatnonzero(bad.any(axis=1))
         self.n_nonfinite_samples += len(rows)

@@ -231,8 +231,10 @@ class LslSource(Source):
                     values, ts = inlet.pull_chunk(timeout=0.1, max_samples=max_chunk, min_samples=1)
                     data = values
                 else:
-                    _, ts = inlet.pull_chunk(timeout=0.1, max_samples=max_chunk, dest_obj=dest, min_samples=1)
-                    data = dest[: len(ts)]
+                    # as_numpy: a view of ``dest`` and a float64 timestamp array, no Python lists in between
+                    data, ts = inlet.pull_chunk(
+                        timeout=0.1, max_samples=max_chunk, dest_obj=dest, min_samples=1, as_numpy=True
+                    )
                 now = pylsl.local_clock()
                 if now >= next_correction:
                     next_correction = now + 5.0

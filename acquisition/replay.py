@@ -79,6 +79,7 @@ class ReplaySource(Source):
         self.recorded: list[RecordedStream] = []
         self.truncation_warning: str | None = None
         self._outlets: dict[str, pylsl.StreamOutlet] = {}
+        self._mono: list[np.ndarray] = []
         self.t_first = float("nan")
         self.t0 = float("nan")
 
@@ -105,6 +106,8 @@ class ReplaySource(Source):
             key = r.info.name if names.count(r.info.name) == 1 else f"{r.info.name}#{r.stream_id}"
             cap = max(self.buffer_seconds, 2.0 * self.chunk_s)
             self.streams[key] = BufferedStream.create(r.info, cap)
+        # Search keys for pacing: recorded LSL stamps may step back slightly; never let that reorder playback.
+        self._mono = [np.maximum.accumulate(r.timestamps) if r.n_samples else r.timestamps for r in self.recorded]
         firsts = [r.timestamps[0] for r in self.recorded if r.n_samples]
         self.t_first = float(min(firsts)) if firsts else 0.0
         if self.lsl:
@@ -135,10 +138,7 @@ class ReplaySource(Source):
         self.t0 = t0 = pylsl.local_clock()
         for s in self.streams.values():
             s.stats.connected = True
-        rel = [
-            (np.maximum.accumulate(r.timestamps) - self.t_first) / self.speed if r.n_samples else r.timestamps
-            for r in self.recorded
-        ]
+        rel = [(m - self.t_first) / self.speed for m in self._mono]
         tick = 0
         while not self._stop.is_set():
             now = pylsl.local_clock()
@@ -177,7 +177,7 @@ class ReplaySource(Source):
         check_positive(chunk_s, "chunk_s")
         keys = list(self.streams)
         pos = [0] * len(self.recorded)
-        mono = [np.maximum.accumulate(r.timestamps) if r.n_samples else r.timestamps for r in self.recorded]
+        mono = self._mono
         t = self.t_first
         end_t = self.t_first + self.duration_s
         while t <= end_t:

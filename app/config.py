@@ -81,6 +81,11 @@ def _check_keys(table: dict, allowed: set[str], path: str) -> None:
         raise ConfigError(f"config table '{path}' has unknown key(s) {unknown}; allowed keys are {sorted(allowed)}.")
 
 
+def _require_table(value: Any, path: str) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key '{path}' must be a table, found {value!r}.")
+
+
 def _positive(value: float | None, path: str, *, allow_zero: bool = False) -> None:
     if value is None:
         return
@@ -172,8 +177,7 @@ _SOURCE_KEYS = {
 
 def _source(name: str, t: Any) -> SourceConfig:
     path = f"sources.{name}"
-    if not isinstance(t, dict):
-        raise ConfigError(f"config key '{path}' must be a table, found {t!r}.")
+    _require_table(t, path)
     kind = _get(t, "kind", str, path)
     if kind not in SOURCE_KINDS:
         raise ConfigError(f"config key '{path}.kind' must be one of {list(SOURCE_KINDS)}, found {kind!r}.")
@@ -238,8 +242,7 @@ _PIPELINE_KEYS = {
 
 def _pipeline(name: str, t: Any, base: Path, sources: dict[str, SourceConfig]) -> PipelineConfig:
     path = f"pipelines.{name}"
-    if not isinstance(t, dict):
-        raise ConfigError(f"config key '{path}' must be a table, found {t!r}.")
+    _require_table(t, path)
     _check_keys(t, _PIPELINE_KEYS, path)
     source = _get(t, "source", str, path)
     if source not in sources:
@@ -293,8 +296,7 @@ def _pipeline(name: str, t: Any, base: Path, sources: dict[str, SourceConfig]) -
 
 def _output(name: str, t: Any) -> OutputConfig:
     path = f"outputs.{name}"
-    if not isinstance(t, dict):
-        raise ConfigError(f"config key '{path}' must be a table, found {t!r}.")
+    _require_table(t, path)
     kind = _get(t, "kind", str, path)
     if kind not in OUTPUT_KINDS:
         raise ConfigError(f"config key '{path}.kind' must be one of {list(OUTPUT_KINDS)}, found {kind!r}.")

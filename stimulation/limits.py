@@ -122,6 +122,14 @@ def _problem(value: Any, key: str) -> tuple[type[Exception], str] | None:
     return None
 
 
+def _reject_unknown_keys(table: Mapping[str, Any], path: str, where: str, error: type[LimitsError]) -> None:
+    """Raise ``error`` naming every key of ``table`` that is not a :class:`SafetyLimits` field."""
+    allowed = SafetyLimits.keys()
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise error(f"{where}: table '{path}' has unknown key(s) {unknown}; allowed keys are {list(allowed)}.")
+
+
 @dataclass(frozen=True)
 class SafetyLimits:
     """Host-side stimulation limits enforced by :class:`~stimulation.safety.SafetySupervisor`.
@@ -203,11 +211,7 @@ class SafetyLimits:
         if not isinstance(table, Mapping):
             raise LimitsError(f"{where}: '{path}' must be a table of limits, found {type(table).__name__} {table!r}.")
         allowed = cls.keys()
-        unknown = sorted(set(table) - set(allowed))
-        if unknown:
-            raise LimitsError(
-                f"{where}: table '{path}' has unknown key(s) {unknown}; allowed keys are {list(allowed)}."
-            )
+        _reject_unknown_keys(table, path, where, LimitsError)
         missing = [k for k in allowed if k not in table]
         if missing:
             raise LimitsError(
@@ -305,12 +309,7 @@ class PatientProfile:
         table = doc.get("limits")
         if not isinstance(table, Mapping):
             raise ProfileError(f"{where}: table 'limits' is required (it may be empty), found {table!r}.")
-        allowed = SafetyLimits.keys()
-        unknown = sorted(set(table) - set(allowed))
-        if unknown:
-            raise ProfileError(
-                f"{where}: table 'limits' has unknown key(s) {unknown}; allowed keys are {list(allowed)}."
-            )
+        _reject_unknown_keys(table, "limits", where, ProfileError)
         limits: dict[str, float] = {}
         for key, value in table.items():
             problem = _problem(value, key)

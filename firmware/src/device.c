@@ -260,15 +260,24 @@ static void cmd_set_channel(device_t *d, const proto_frame_t *f, outcome_t *o) {
     }
 }
 
-static void cmd_stim_on(device_t *d, const proto_frame_t *f, outcome_t *o) {
-    const uint8_t mask = f->payload[0];
+/* Refuse (NACK FAULT_LATCHED with the fault as detail, or NOT_ARMED) unless the device is armed or stimulating.
+ * Returns true when the command may proceed. */
+static bool require_armed(const device_t *d, outcome_t *o) {
     if (d->state == PROTO_STATE_FAULT) {
         o->nack = PROTO_NACK_FAULT_LATCHED;
         o->detail = (uint8_t)d->fault;
-        return;
+        return false;
     }
     if (d->state == PROTO_STATE_DISARMED) {
         o->nack = PROTO_NACK_NOT_ARMED;
+        return false;
+    }
+    return true;
+}
+
+static void cmd_stim_on(device_t *d, const proto_frame_t *f, outcome_t *o) {
+    const uint8_t mask = f->payload[0];
+    if (!require_armed(d, o)) {
         return;
     }
     if (mask == 0u || (mask & (uint8_t)~k_valid_channel_mask) != 0u) {
@@ -314,13 +323,7 @@ static void cmd_stim_off(device_t *d, const proto_frame_t *f, outcome_t *o) {
 static void cmd_trigger(device_t *d, const proto_frame_t *f, outcome_t *o) {
     proto_trigger_t t;
     (void)proto_trigger_unpack(f->payload, f->payload_len, &t);
-    if (d->state == PROTO_STATE_FAULT) {
-        o->nack = PROTO_NACK_FAULT_LATCHED;
-        o->detail = (uint8_t)d->fault;
-        return;
-    }
-    if (d->state == PROTO_STATE_DISARMED) {
-        o->nack = PROTO_NACK_NOT_ARMED;
+    if (!require_armed(d, o)) {
         return;
     }
     if (t.line >= DEV_N_TRIGGERS) {

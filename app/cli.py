@@ -361,6 +361,28 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# ---------------------------------------------------------------------------- train / evaluate / gui
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a decoder from a dataset spec (see app/training_cli.py)."""
+    from app.training_cli import cmd_train as run_train
+
+    return run_train(args)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a model file on a dataset spec (see app/training_cli.py)."""
+    from app.training_cli import cmd_evaluate as run_evaluate
+
+    return run_evaluate(args)
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    """Open the clinician GUI (see ui/main_window.py)."""
+    from ui.main_window import cmd_gui as run_gui
+
+    return run_gui(args)
+
+
 # ---------------------------------------------------------------------------- bench
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run a benchmark (latency)."""
@@ -430,6 +452,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dm.add_argument("--start", action="store_true", help="start the session right away")
     dm.set_defaults(func=cmd_daemon)
+
+    t = sub.add_parser("train", help="train a decoder from a dataset spec (TOML) and write MODEL.onnx + report")
+    t.add_argument("paradigm", choices=["ssvep", "mi", "emg", "continuous", "spindle"], help="paradigm")
+    t.add_argument("--dataset", required=True, help="dataset spec (TOML)")
+    t.add_argument("--method", required=True, help="method name (e.g. fbcca, etrca, dnn, csp-lda, simpleconv)")
+    t.add_argument("--out", required=True, help="output model file (.onnx)")
+    t.add_argument("--report", help="folder for the training report (accuracy, confusion matrix, figures)")
+    t.add_argument("--pretrain", help="deep methods: dataset spec of other subjects for the global training stage")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a model file on a dataset spec")
+    e.add_argument("model", help="model file (.onnx)")
+    e.add_argument("--dataset", required=True, help="dataset spec (TOML)")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_evaluate)
+
+    g = sub.add_parser("gui", help="clinician GUI (PyQt6)")
+    g.add_argument("--config", help="session config (TOML)")
+    g.add_argument("--demo", action="store_true", help="open configs/demo.toml (the simulator) and start it")
+    g.add_argument("--seconds", type=float, help="quit by itself after N s (smoke tests)")
+    g.set_defaults(func=cmd_gui)
 
     b = sub.add_parser("bench", help="benchmarks")
     b.add_argument("which", choices=["latency"], help="which benchmark")

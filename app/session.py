@@ -41,7 +41,7 @@ from app.pipeline import Command, FilterSettings, Pipeline, PipelineSettings, se
 from app.recorder import Recorder
 from app.runner import PipelineRunner
 from decoders.card import CardMismatchError, ModelCard
-from decoders.onnx_decoder import OnnxDecoder
+from decoders.loader import load_decoder
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def build_pipeline(
     CardMismatchError
         When the stream's rate, channel count or labels differ from the card (both values named).
     """
-    decoder = OnnxDecoder(cfg.model)
+    decoder = load_decoder(cfg.model)
     card = decoder.card
     info = stream.info
     what = f"pipeline {cfg.name!r} (model {cfg.model.name})"

@@ -475,6 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seconds", type=float, help="quit by itself after N s (smoke tests)")
     g.set_defaults(func=cmd_gui)
 
+    from app.estop import add_estop_parser
+
+    add_estop_parser(sub)
+
     b = sub.add_parser("bench", help="benchmarks")
     b.add_argument("which", choices=["latency"], help="which benchmark")
     b.add_argument("--json", action="store_true", help="print one JSON object")

@@ -30,6 +30,33 @@ The format, by example (``configs/demo.toml`` is the reference)::
     [recording]
     enabled = false
     path = "recordings/{session}-{time}.xdf"
+
+Stimulation (``configs/nmes_sim.toml`` is the reference; docs/stimulation.md explains every key)::
+
+    [safety]                   # required as soon as an output can stimulate
+    audit_log = "../logs/{session}-safety.jsonl"
+    profile = "patients/P001.toml"   # optional; may only lower the limits below
+    heartbeat_timeout_s = 0.2
+
+    [safety.limits]            # every key required (stimulation.limits.SafetyLimits)
+    max_current_ma = 40.0
+    ...
+
+    [sources.knee]
+    kind = "sim"
+    scenario = "knee"
+    driven_by = "nmes"         # closed loop: the knee moves with what this stimulator output delivers
+
+    [outputs.nmes]
+    kind = "stimulator"        # stimulator | audio | lsl
+    driver = "serial"          # serial | sim | rehastim
+    port = "stimbox-sim"       # a serial port, or "stimbox-sim" to start the firmware's host build
+    channel = 0
+
+    [controllers.knee]
+    kind = "rise"              # rise | pid
+    source = "knee"
+    output = "nmes"
 """
 
 from __future__ import annotations
@@ -39,8 +66,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stimulation.limits import LimitsError, SafetyLimits, load_profile
+
 SOURCE_KINDS = ("sim", "lsl", "brainflow", "replay")
-OUTPUT_KINDS = ("lsl",)
+COMMAND_OUTPUT_KINDS = ("lsl",)
+STIM_OUTPUT_KINDS = ("stimulator", "audio")
+OUTPUT_KINDS = COMMAND_OUTPUT_KINDS + STIM_OUTPUT_KINDS
+STIMULATOR_DRIVERS = ("serial", "sim", "rehastim")
+AUDIO_SINKS = ("device", "file", "null")
+CONTROLLER_KINDS = ("rise", "pid")
+REFERENCE_KINDS = ("sine", "step", "constant")
+#: ``port`` value that starts ``firmware/build/stimbox-sim`` on a fresh pseudo-terminal.
+STIMBOX_SIM_PORT = "stimbox-sim"
 SIM_SCENARIOS = ("ssvep", "mi", "spindle", "emg", "knee")
 
 
@@ -133,6 +170,57 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class SafetyConfig:
+    """The ``[safety]`` table: limits (lowered by an optional patient profile) and the audit log.
+
+    Attributes
+    ----------
+    limits : SafetyLimits
+        Limits in force (the config's ``[safety.limits]`` lowered by ``profile``).
+    config_limits : SafetyLimits
+        The config's limits before the profile.
+    profile : Path or None
+        Patient profile file.
+    patient_id : str or None
+        ``[patient] id`` of the profile.
+    audit_log : str
+        Audit log path pattern (``{session}`` and ``{time}`` are filled in), relative to the config.
+    heartbeat_timeout_s : float
+        Longest time without a pipeline heartbeat before outputs are zeroed, s.
+    arm_on_start : bool
+        Arm as soon as the session starts (allowed only when every stimulator is simulated:
+        ``driver = "sim"`` or ``port = "stimbox-sim"``; a real device is armed by a person).
+    """
+
+    limits: SafetyLimits
+    config_limits: SafetyLimits
+    profile: Path | None = None
+    patient_id: str | None = None
+    audit_log: str = "../logs/{session}-safety.jsonl"
+    heartbeat_timeout_s: float = 0.2
+    arm_on_start: bool = False
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """One ``[controllers.NAME]`` table: a closed-loop NMES controller reading a stream, driving an output."""
+
+    name: str
+    kind: str
+    source: str
+    output: str
+    stream: str | None = None
+    channel: str | None = None
+    period_s: float = 0.005
+    update_hz: float = 25.0
+    reference: str = "sine"
+    reference_min_deg: float = 10.0
+    reference_max_deg: float = 40.0
+    reference_period_s: float = 8.0
+    gains: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RecordingConfig:
     """The ``[recording]`` table."""
 
@@ -153,7 +241,12 @@ class SessionConfig:
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     duration_s: float | None = None
     stale_after_s: float = 0.5
+    safety: SafetyConfig | None = None
+    controllers: dict[str, ControllerConfig] = field(default_factory=dict)
 
+
+#: Keys of a ``kind = "sim"``, ``scenario = "knee"`` source driven by a stimulator output (closed loop).
+_KNEE_PLANT_KEYS = {"driven_by", "delay_s", "fatigue"}
 
 _SOURCE_KEYS = {
     "sim": {
@@ -168,6 +261,7 @@ _SOURCE_KEYS = {
         "amplitude_uv",
         "noise_uv",
         "buffer_s",
+        *_KNEE_PLANT_KEYS,
     },
     "lsl": {"kind", "name", "type", "source_id", "resolve_timeout", "clock_sync", "dejitter", "buffer_s"},
     "brainflow": {"kind", "board_id", "params", "buffer_s"},
@@ -220,6 +314,16 @@ def _source(name: str, t: Any) -> SourceConfig:
         opts["path"] = _get(t, "path", str, path)
         opts["speed"] = _get(t, "speed", float, path, 1.0)
         _positive(opts["speed"], f"{path}.speed")
+    if kind == "sim" and (set(t) & _KNEE_PLANT_KEYS):
+        if opts["scenario"] != "knee" or "driven_by" not in t:
+            raise ConfigError(
+                f"config keys {sorted(set(t) & _KNEE_PLANT_KEYS)} of '{path}' apply only to scenario = \"knee\" "
+                'with driven_by = "<stimulator output>" (a simulated knee moved by what the stimulator delivers).'
+            )
+        opts["driven_by"] = _get(t, "driven_by", str, path)
+        opts["delay_s"] = _get(t, "delay_s", float, path, None)
+        _positive(opts["delay_s"], f"{path}.delay_s", allow_zero=True)
+        opts["fatigue"] = _get(t, "fatigue", bool, path, True)
     return SourceConfig(name, kind, opts)
 
 
@@ -294,24 +398,192 @@ def _pipeline(name: str, t: Any, base: Path, sources: dict[str, SourceConfig]) -
     )
 
 
+_OUTPUT_KEYS = {
+    "lsl": {"kind", "stream_name", "source_id"},
+    "stimulator": {
+        "kind",
+        "driver",
+        "port",
+        "channel",
+        "current_ma",
+        "frequency_hz",
+        "heartbeat_hz",
+        "timeout_s",
+        "seed",
+    },
+    "audio": {
+        "kind",
+        "sink",
+        "path",
+        "level_db",
+        "burst_ms",
+        "full_scale_db_spl",
+        "trigger_label",
+        "marker_stream",
+        "samplerate",
+    },
+}
+
+
 def _output(name: str, t: Any) -> OutputConfig:
     path = f"outputs.{name}"
     _require_table(t, path)
     kind = _get(t, "kind", str, path)
     if kind not in OUTPUT_KINDS:
-        raise ConfigError(f"config key '{path}.kind' must be one of {list(OUTPUT_KINDS)}, found {kind!r}.")
-    _check_keys(t, {"kind", "stream_name", "source_id"}, path)
-    opts = {
-        "stream_name": _get(t, "stream_name", str, path, "closedloop-commands"),
-        "source_id": _get(t, "source_id", str, path, ""),
-    }
+        raise ConfigError(
+            f"config key '{path}.kind' must be one of {list(COMMAND_OUTPUT_KINDS)}, found {kind!r} "
+            f"(stimulation outputs: {list(STIM_OUTPUT_KINDS)})."
+        )
+    _check_keys(t, _OUTPUT_KEYS[kind], path)
+    opts: dict[str, Any]
+    if kind == "lsl":
+        opts = {
+            "stream_name": _get(t, "stream_name", str, path, "closedloop-commands"),
+            "source_id": _get(t, "source_id", str, path, ""),
+        }
+    elif kind == "stimulator":
+        driver = _get(t, "driver", str, path)
+        if driver not in STIMULATOR_DRIVERS:
+            raise ConfigError(
+                f"config key '{path}.driver' must be one of {list(STIMULATOR_DRIVERS)}, found {driver!r}."
+            )
+        opts = {"driver": driver, "port": _get(t, "port", str, path, STIMBOX_SIM_PORT if driver == "serial" else "")}
+        if driver in ("serial", "rehastim") and not opts["port"]:
+            raise ConfigError(f"config key '{path}.port' is required for driver {driver!r} (a serial port path).")
+        opts["channel"] = _get(t, "channel", int, path, 0)
+        if not 0 <= opts["channel"] <= 7:
+            raise ConfigError(f"config key '{path}.channel' must be a channel index 0..7, found {opts['channel']}.")
+        for key, default in (("current_ma", 30.0), ("frequency_hz", 25.0), ("heartbeat_hz", 20.0), ("timeout_s", 0.2)):
+            opts[key] = _get(t, key, float, path, default)
+            _positive(opts[key], f"{path}.{key}")
+        opts["seed"] = _get(t, "seed", int, path, 0)
+    else:  # audio
+        sink = _get(t, "sink", str, path, "device")
+        if sink not in AUDIO_SINKS:
+            raise ConfigError(f"config key '{path}.sink' must be one of {list(AUDIO_SINKS)}, found {sink!r}.")
+        opts = {"sink": sink, "path": _get(t, "path", str, path, "../recordings/{session}-{time}-audio.wav")}
+        for key, default in (("level_db", 45.0), ("burst_ms", 15.0), ("full_scale_db_spl", 85.0)):
+            opts[key] = _get(t, key, float, path, default)
+            _positive(opts[key], f"{path}.{key}")
+        opts["samplerate"] = _get(t, "samplerate", int, path, 44100)
+        _positive(opts["samplerate"], f"{path}.samplerate")
+        opts["trigger_label"] = _get(t, "trigger_label", str, path, "spindle")
+        opts["marker_stream"] = _get(t, "marker_stream", str, path, "closedloop-audio")
     return OutputConfig(name, kind, opts)
+
+
+def _safety(t: Any, base: Path) -> SafetyConfig:
+    _require_table(t, "safety")
+    _check_keys(t, {"limits", "profile", "audit_log", "heartbeat_timeout_s", "arm_on_start"}, "safety")
+    if "limits" not in t:
+        raise ConfigError(
+            f"config table 'safety.limits' is required; give every limit explicitly: {list(SafetyLimits.keys())}."
+        )
+    try:
+        config_limits = SafetyLimits.from_table(t["limits"], path="safety.limits", where="config")
+        limits = config_limits
+        profile_path: Path | None = None
+        patient: str | None = None
+        if "profile" in t:
+            profile_path = base / _get(t, "profile", str, "safety")
+            prof = load_profile(profile_path)
+            limits = config_limits.with_profile(prof)
+            patient = prof.patient_id
+    except LimitsError as exc:
+        raise ConfigError(str(exc)) from None
+    hb = _get(t, "heartbeat_timeout_s", float, "safety", 0.2)
+    _positive(hb, "safety.heartbeat_timeout_s")
+    return SafetyConfig(
+        limits=limits,
+        config_limits=config_limits,
+        profile=profile_path,
+        patient_id=patient,
+        audit_log=_get(t, "audit_log", str, "safety", SafetyConfig.audit_log),
+        heartbeat_timeout_s=hb,
+        arm_on_start=_get(t, "arm_on_start", bool, "safety", False),
+    )
+
+
+_CONTROLLER_KEYS = {
+    "kind",
+    "source",
+    "stream",
+    "channel",
+    "output",
+    "period_s",
+    "update_hz",
+    "reference",
+    "reference_min_deg",
+    "reference_max_deg",
+    "reference_period_s",
+    "gains",
+}
+
+
+def _controller(
+    name: str, t: Any, sources: dict[str, SourceConfig], outputs: dict[str, OutputConfig]
+) -> ControllerConfig:
+    path = f"controllers.{name}"
+    _require_table(t, path)
+    _check_keys(t, _CONTROLLER_KEYS, path)
+    kind = _get(t, "kind", str, path)
+    if kind not in CONTROLLER_KINDS:
+        raise ConfigError(f"config key '{path}.kind' must be one of {list(CONTROLLER_KINDS)}, found {kind!r}.")
+    source = _get(t, "source", str, path)
+    if source not in sources:
+        raise ConfigError(
+            f"config key '{path}.source' names source {source!r}, but only {sorted(sources)} are defined."
+        )
+    output = _get(t, "output", str, path)
+    if output not in outputs or outputs[output].kind != "stimulator":
+        stims = sorted(n for n, o in outputs.items() if o.kind == "stimulator")
+        raise ConfigError(
+            f"config key '{path}.output' must name a kind = \"stimulator\" output, found {output!r}; "
+            f"stimulator outputs: {stims}."
+        )
+    period = _get(t, "period_s", float, path, 0.005)
+    _positive(period, f"{path}.period_s")
+    update = _get(t, "update_hz", float, path, 25.0)
+    _positive(update, f"{path}.update_hz")
+    if update * period > 1.0:
+        raise ConfigError(
+            f"config key '{path}.update_hz' ({update} Hz) must not exceed 1 / period_s ({1 / period:g} Hz)."
+        )
+    ref = _get(t, "reference", str, path, "sine")
+    if ref not in REFERENCE_KINDS:
+        raise ConfigError(f"config key '{path}.reference' must be one of {list(REFERENCE_KINDS)}, found {ref!r}.")
+    lo = _get(t, "reference_min_deg", float, path, 10.0)
+    hi = _get(t, "reference_max_deg", float, path, 40.0)
+    if not 0 <= lo <= hi <= 90:
+        raise ConfigError(
+            f"config keys '{path}.reference_min_deg' and 'reference_max_deg' need 0 <= min <= max <= 90 degrees, "
+            f"found {lo} and {hi}."
+        )
+    per = _get(t, "reference_period_s", float, path, 8.0)
+    _positive(per, f"{path}.reference_period_s")
+    return ControllerConfig(
+        name=name,
+        kind=kind,
+        source=source,
+        output=output,
+        stream=_get(t, "stream", str, path, None),
+        channel=_get(t, "channel", str, path, None),
+        period_s=period,
+        update_hz=update,
+        reference=ref,
+        reference_min_deg=lo,
+        reference_max_deg=hi,
+        reference_period_s=per,
+        gains=dict(_get(t, "gains", dict, path, {})),
+    )
 
 
 def parse_config(data: dict, base_dir: Path | str = ".") -> SessionConfig:
     """Validate a parsed TOML document into a :class:`SessionConfig`."""
     base = Path(base_dir)
-    _check_keys(data, {"session", "sources", "pipelines", "outputs", "recording"}, "<top level>")
+    _check_keys(
+        data, {"session", "sources", "pipelines", "outputs", "recording", "safety", "controllers"}, "<top level>"
+    )
     sess = _get(data, "session", dict, "", {})
     _check_keys(sess, {"name", "duration_s", "stale_after_s"}, "session")
     name = _get(sess, "name", str, "session", "session")
@@ -325,6 +597,33 @@ def parse_config(data: dict, base_dir: Path | str = ".") -> SessionConfig:
     sources = {n: _source(n, t) for n, t in src_tables.items()}
     pipelines = {n: _pipeline(n, t, base, sources) for n, t in _get(data, "pipelines", dict, "", {}).items()}
     outputs = {n: _output(n, t) for n, t in _get(data, "outputs", dict, "", {}).items()}
+    safety = _safety(data["safety"], base) if "safety" in data else None
+    stimulating = sorted(n for n, o in outputs.items() if o.kind in ("stimulator", "audio"))
+    if stimulating and safety is None:
+        raise ConfigError(
+            f"output(s) {stimulating} can stimulate, so the config needs a [safety] table with [safety.limits] "
+            "(every limit set explicitly; there are no default clinical limits)."
+        )
+    if safety is not None and safety.arm_on_start:
+        real = sorted(
+            n
+            for n, o in outputs.items()
+            if o.kind == "stimulator" and o.options["driver"] != "sim" and o.options["port"] != STIMBOX_SIM_PORT
+        )
+        if real:
+            raise ConfigError(
+                f"config key 'safety.arm_on_start' is allowed only with simulated stimulators, but output(s) {real} "
+                "drive a device; remove it and arm from the GUI, the daemon API or Session.arm()."
+            )
+    for sname, scfg in sources.items():
+        if "driven_by" in scfg.options:
+            target = scfg.options["driven_by"]
+            if target not in outputs or outputs[target].kind != "stimulator":
+                raise ConfigError(
+                    f"config key 'sources.{sname}.driven_by' must name a kind = \"stimulator\" output (the plant is "
+                    f"driven by what it delivers), found {target!r}."
+                )
+    controllers = {n: _controller(n, t, sources, outputs) for n, t in _get(data, "controllers", dict, "", {}).items()}
     rec = _get(data, "recording", dict, "", {})
     _check_keys(rec, {"enabled", "path", "flush_interval_s"}, "recording")
     flush = _get(rec, "flush_interval_s", float, "recording", 0.25)
@@ -335,7 +634,7 @@ def parse_config(data: dict, base_dir: Path | str = ".") -> SessionConfig:
         path=_get(rec, "path", str, "recording", RecordingConfig.path),
         flush_interval_s=flush,
     )
-    return SessionConfig(name, base, sources, pipelines, outputs, recording, duration, stale)
+    return SessionConfig(name, base, sources, pipelines, outputs, recording, duration, stale, safety, controllers)
 
 
 def load_config(path: str | Path) -> SessionConfig:

@@ -14,13 +14,18 @@ Design rules (the README section "Headless daemon" is the user-facing version):
 - **Same engine.** Every ``POST /api/session/start`` builds a new :class:`~app.session.Session`
   from the config (a Session opens once), with any model overrides applied; no pipeline logic
   lives here.
-- **Safety state (stand-in).** Until the stimulation SafetySupervisor exists, the daemon keeps
-  its own ``disarmed`` / ``armed`` / ``estopped`` state. ``arm`` needs a running session and
-  no latched e-stop; a session stop, restart or fault disarms. ``estop`` always succeeds: it
-  latches, calls the session's ``_all_safe("estop via API")``, records an ``estop`` event in
-  the recording and *holds* every output (commands are still decoded, counted and recorded,
-  but not delivered) until ``POST /api/disarm`` releases the latch (to ``disarmed``, never
-  straight back to ``armed``). While latched, ``arm`` and session (re)starts answer 409.
+- **Safety.** ``arm`` / ``disarm`` / ``estop`` call the running Session's
+  :meth:`~app.session.Session.arm`, :meth:`~app.session.Session.disarm`,
+  :meth:`~app.session.Session.estop` and :meth:`~app.session.Session.clear_fault`, i.e. its
+  :class:`~stimulation.safety.SafetySupervisor` and every stimulator device (audit log entries
+  name the API client). On top, the daemon keeps an e-stop *latch* that outlives sessions:
+  ``estop`` always succeeds (with or without a session), latches, e-stops the session (device
+  ESTOP first, then the supervisor's fault), records an ``estop`` event and *holds* every
+  non-stimulation output (commands are still decoded, counted and recorded, but not
+  delivered) until ``POST /api/disarm`` releases the latch: it clears the supervisor's fault and
+  disarms (to ``disarmed``, never straight back to ``armed``). While latched, ``arm`` and session
+  (re)starts answer 409. The reported ``state`` is ``estopped`` while latched, otherwise the
+  supervisor's (``disarmed`` / ``armed`` / ``stimulating`` / ``fault``).
 - **Models.** Pipelines are built when a session opens, so ``POST /api/model`` checks the
   file's card (:func:`decoders.card.read_card`) against the live stream
   (:meth:`~decoders.card.ModelCard.check_stream`, then a dry-run
@@ -188,12 +193,12 @@ def emit(level: int, event: str, **details: Any) -> None:
     _events.log(level, event, extra={"event": event, "details": details})
 
 
-# ============================================================================ safety (stand-in)
+# ============================================================================ safety latch
 DISARMED, ARMED, ESTOPPED = "disarmed", "armed", "estopped"
 
 
 class SafetyState:
-    """Daemon-level armed / disarmed / e-stop state machine (until the SafetySupervisor exists).
+    """Front-end e-stop latch and armed flag that outlive a Session (the Session's SafetySupervisor does the rest).
 
     Transitions::
 
@@ -266,7 +271,6 @@ class SafetyState:
             "reason": self.reason,
             "estops": self.n_estops,
             "held_commands": self.n_held,
-            "supervisor": "daemon stand-in (becomes SafetySupervisor calls when stimulation lands)",
         }
 
 
@@ -309,6 +313,13 @@ class GatedOutput:
     def snapshot(self) -> dict[str, Any]:
         """Kind, commands delivered and held."""
         return {"kind": type(self.inner).__name__, "sent": getattr(self.inner, "n_sent", None), "held": self.n_held}
+
+
+def _stimulation_output(out: Any) -> bool:
+    """True for outputs the session's SafetySupervisor gates itself (stimulator, audio)."""
+    from app.outputs import StimulatorOutput
+
+    return isinstance(out, StimulatorOutput) or type(out).__name__ == "AudioOutput"
 
 
 # ============================================================================ the controller
@@ -423,14 +434,15 @@ class Daemon:
         except (ValueError, FileNotFoundError) as exc:
             raise ApiError(422, f"session could not open: {exc}") from exc
         for name, out in list(session.outputs.items()):
-            session.outputs[name] = GatedOutput(out, self.safety)
+            if not _stimulation_output(out):  # stimulation outputs are gated by the session's supervisor
+                session.outputs[name] = GatedOutput(out, self.safety)
         try:
             session.start()
         except BaseException:
             session.stop()
             raise
         if self.safety.holds_outputs:  # an e-stop arrived while the session was starting
-            session._all_safe("estop latched")
+            session.estop("e-stop latched while the session was starting", who="daemon")
         self.session = session
         self.sessions_started += 1
         emit(
@@ -486,8 +498,10 @@ class Daemon:
                 "recording": str(rec.path) if rec is not None else None,
             },
             "safety": {
-                **self.safety.snapshot(),
-                "outputs_safe": not self.session_running or self.safety.holds_outputs,
+                **self._safety_view(),
+                "outputs_safe": not self.session_running
+                or self.safety.holds_outputs
+                or self._combined_state() in (DISARMED, "fault"),
                 "outputs": outputs,
             },
             "session": s.status() if s is not None else None,
@@ -520,39 +534,75 @@ class Daemon:
                 raise ApiError(409, f"no session is running (last session: {state}); nothing to stop.")
             return {"stopped": True, **self._stop_session("stop via API")}
 
+    def _live_session(self) -> Session | None:
+        s = self.session
+        return s if s is not None and s.state in ("open", "running", "fault") else None
+
+    def _combined_state(self) -> str:
+        """``estopped`` while latched, else the live session's supervisor state, else ``disarmed``."""
+        if self.safety.holds_outputs:
+            return ESTOPPED
+        s = self._live_session()
+        if s is None:
+            return DISARMED
+        return str(s.safety_status()["state"])
+
+    def _safety_view(self) -> dict[str, Any]:
+        """The latch snapshot with the combined state and the supervisor's status (limits, dose, outputs)."""
+        snap = self.safety.snapshot()
+        s = self._live_session()
+        snap["state"] = self._combined_state()
+        snap["supervisor"] = s.safety_status() if s is not None else None
+        return snap
+
     def api_arm(self, req: Request) -> dict[str, Any]:
-        """``POST /api/arm``: arm (needs a running session and no latched e-stop)."""
+        """``POST /api/arm``: arm the session's supervisor and stimulators (running session, no latched e-stop)."""
         _fields(req.body, {})
+        who = f"api:{req.client}"
         with self._lock:
             s = self.session
             if s is None or s.state != "running":
                 state = s.state if s is not None else "none started"
                 raise ApiError(409, f"arming needs a running session (session: {state}); POST /api/session/start.")
-            prev = self.safety.arm(f"arm via API from {req.client}")
+            prev = self._combined_state()
+            self.safety.arm(f"arm via API from {req.client}")  # 409 while the e-stop is latched
+            try:
+                s.arm(who, "arm via API")
+            except RuntimeError as exc:
+                self.safety.disarm(f"arm refused by the session: {exc}")
+                raise ApiError(409, f"cannot arm: {exc}") from exc
         if prev != ARMED:
             emit(logging.WARNING, "armed", client=req.client)
             self._record_event("arm", {"via": "daemon API", "client": req.client})
-        return {"previous": prev, "safety": self.safety.snapshot()}
+        return {"previous": prev, "safety": self._safety_view()}
 
     def api_disarm(self, req: Request) -> dict[str, Any]:
-        """``POST /api/disarm``: disarm; also releases a latched e-stop (to ``disarmed``)."""
+        """``POST /api/disarm``: disarm; also releases a latched e-stop and clears the supervisor's fault."""
         _fields(req.body, {})
-        prev = self.safety.disarm(f"disarm via API from {req.client}")
+        who = f"api:{req.client}"
+        prev = self._combined_state()
+        self.safety.disarm(f"disarm via API from {req.client}")
+        s = self._live_session()
+        if s is not None:
+            if s.safety_status()["state"] == "fault":
+                s.clear_fault(who, "released by POST /api/disarm")
+            s.disarm(who, "disarm via API")
         if prev != DISARMED:
             emit(logging.WARNING, "disarmed", previous=prev, client=req.client)
             self._record_event("disarm", {"via": "daemon API", "previous": prev, "client": req.client})
-        return {"previous": prev, "safety": self.safety.snapshot()}
+        return {"previous": prev, "safety": self._safety_view()}
 
     def api_estop(self, req: Request) -> dict[str, Any]:
-        """``POST /api/estop``: latch the e-stop, every output to its safe state now. Always succeeds."""
+        """``POST /api/estop``: latch the e-stop, every device and output to its safe state now. Always succeeds."""
         reason = "estop via API"
-        prev = self.safety.estop(f"{reason} from {req.client}")  # the gate closes before anything else
-        s = self.session
-        if s is not None and s.state in ("open", "running", "fault"):  # a stopped session's outputs are closed
-            s._all_safe(reason)
+        prev = self._combined_state()
+        self.safety.estop(f"{reason} from {req.client}")  # the gate closes before anything else
+        s = self._live_session()
+        if s is not None:  # a stopped session's outputs are closed
+            s.estop(reason, who=f"api:{req.client}")  # device ESTOP first, then the supervisor; never raises
         self._record_event("estop", {"reason": reason, "previous": prev, "client": req.client})
         emit(logging.CRITICAL, "estop", previous=prev, client=req.client, session=s.state if s else None)
-        return {"previous": prev, "safety": self.safety.snapshot()}
+        return {"previous": prev, "safety": self._safety_view()}
 
     def api_model(self, req: Request) -> dict[str, Any]:
         """``POST /api/model``: check a model against the live stream, store it, restart the session with it."""
@@ -605,7 +655,7 @@ class Daemon:
                 "card": card.to_dict(),
                 "checked_against_stream": running,
                 "restarted": running,
-                "safety": self.safety.snapshot(),
+                "safety": self._safety_view(),
             }
 
     def _default_record_path(self) -> Path:
@@ -861,7 +911,7 @@ def openapi_document(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> dict
         "/api/arm": {
             "post": _post(
                 "Arm",
-                "Needs a running session and no latched e-stop (409 otherwise). Stand-in for SafetySupervisor.arm().",
+                "Needs a running session and no latched e-stop (409 otherwise); arms the SafetySupervisor and devices.",
                 safety,
                 (409,),
             )
@@ -999,12 +1049,17 @@ def openapi_document(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> dict
                 "Safety": {
                     "type": "object",
                     "properties": {
-                        "state": {"enum": [DISARMED, ARMED, ESTOPPED]},
+                        "state": {"enum": [DISARMED, ARMED, "stimulating", "fault", ESTOPPED]},
                         "since": {"type": "string", "format": "date-time"},
                         "reason": {"type": "string"},
                         "estops": {"type": "integer"},
                         "held_commands": {"type": "integer"},
                         "outputs_safe": {"type": "boolean"},
+                        "supervisor": {
+                            "type": ["object", "null"],
+                            "description": "Session.safety_status(): state, fault, limits in force, dose used, "
+                            "stimulation outputs and NMES controllers (null without a session).",
+                        },
                     },
                 },
                 "Status": {

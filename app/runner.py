@@ -51,6 +51,10 @@ class PipelineRunner:
         Data age (s) that counts as stale.
     mode : str
         ``"source"`` (decode on the acquisition thread) or ``"thread"`` (own thread).
+    on_age : callable, optional
+        ``on_age(name, age_s)`` at every data-age check (about every 50 ms, on the runner's
+        thread): the Session feeds it to the SafetySupervisor as heartbeat and data age. An
+        infinite age means no data yet.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class PipelineRunner:
         on_stale: Callable[[PipelineRunner, float | None], None] | None = None,
         stale_after_s: float = 0.5,
         mode: str = "source",
+        on_age: Callable[[str, float], None] | None = None,
     ) -> None:
         if not isinstance(stream.buffer, RingBuffer):
             raise TypeError(
@@ -76,6 +81,7 @@ class PipelineRunner:
         self.on_error = on_error
         self.on_stale = on_stale
         self.stale_after_s = stale_after_s
+        self.on_age = on_age
         self.n_lost = 0
         self.stale = False
         self.data_age_s = float("nan")
@@ -156,6 +162,8 @@ class PipelineRunner:
         last = buf.last_timestamp
         age = pylsl.local_clock() - last if last == last else float("inf")
         self.data_age_s = age
+        if self.on_age is not None:
+            self.on_age(self.name, age)
         if age > self.stale_after_s and not self.stale:
             self.stale = True
             if self.on_stale is not None:

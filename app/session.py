@@ -13,12 +13,25 @@ and traceback in :attr:`errors` and the session log, moves the session to state
 outputs until a new session starts. A *dropout* of an LSL stream is not a fault: the
 session keeps running, records the event, and stale data (older than ``stale_after_s``)
 puts the outputs in their safe state until fresh data returns.
+
+Safety (issue 5): every session owns a :class:`~stimulation.safety.SafetySupervisor` built
+from the ``[safety]`` table (limits lowered by the optional patient profile; a session without
+the table gets a supervisor with no limits, which permits no stimulation). Stimulation outputs
+(``kind = "stimulator"`` / ``"audio"``) are registered with it; NMES controllers
+(``[controllers.X]``) request every pulse-width update through it. Upstream failures
+(``report_error``: source lost, decoder or controller exception) latch
+:meth:`~stimulation.safety.SafetySupervisor.upstream_fault`; pipelines and controllers feed it
+heartbeats and data ages, so stale data zeroes outputs. Front ends (GUI, daemon, CLI) use
+:meth:`Session.arm`, :meth:`Session.disarm`, :meth:`Session.estop`, :meth:`Session.clear_fault`
+and :meth:`Session.safety_status`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import tempfile
 import threading
 import time
 import traceback
@@ -34,14 +47,16 @@ import pylsl
 
 from acquisition.ringbuffer import RingBuffer
 from acquisition.source import BufferedStream, Source
-from app.config import PipelineConfig, SessionConfig, SourceConfig, load_config
+from app.config import ControllerConfig, OutputConfig, PipelineConfig, SessionConfig, SourceConfig, load_config
 from app.latency import LatencyTracker
-from app.outputs import LslCommandOutlet, Output
+from app.outputs import LslCommandOutlet, Output, StimulatorOutput, build_stimulator
 from app.pipeline import Command, FilterSettings, Pipeline, PipelineSettings, select_channels
 from app.recorder import Recorder
 from app.runner import PipelineRunner
 from decoders.card import CardMismatchError, ModelCard
 from decoders.loader import load_decoder
+from stimulation.nmes_loop import NmesControlLoop, make_reference
+from stimulation.safety import SafetyState, SafetySupervisor
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +75,20 @@ def build_source(cfg: SourceConfig, on_error: Callable, on_event: Callable, base
     """Create the acquisition source described by one ``[sources.NAME]`` table."""
     o = cfg.options
     buffer_s = o.get("buffer_s", 30.0)
+    if cfg.kind == "sim" and "driven_by" in o:
+        from stimulation.knee_plant import KneePlantSource
+
+        return KneePlantSource(
+            cfg.name,
+            srate=o.get("srate", 200.0),
+            seed=o["seed"],
+            noise_deg=o.get("noise_uv"),  # the knee scenario's noise is in degrees rms
+            delay_s=o["delay_s"],
+            fatigue=o["fatigue"],
+            chunk_s=o.get("chunk_s", 0.01),
+            on_error=on_error,
+            buffer_seconds=buffer_s,
+        )
     if cfg.kind == "sim":
         from acquisition.simulator import SimulatedSource, SimulatorSettings
 
@@ -164,6 +193,100 @@ def build_pipeline(
     return Pipeline(settings, decoder, info.srate, info.n_channels, clock=clock), card
 
 
+def build_output(cfg: OutputConfig, session_name: str, base_dir: Path) -> Output:
+    """Create the output one ``[outputs.NAME]`` table describes (opens stimulator drivers).
+
+    Raises
+    ------
+    StimulatorError, RuntimeError, OSError
+        When a stimulator cannot be opened (port missing, no device answering, simulator not built).
+    """
+    o = cfg.options
+    if cfg.kind == "lsl":
+        return LslCommandOutlet(cfg.name, **o)
+    if cfg.kind == "stimulator":
+        holder: dict[str, StimulatorOutput] = {}
+
+        def on_event(ev: Any) -> None:
+            out = holder.get("out")
+            if out is not None:
+                out.on_device_event(ev)
+
+        driver, sim = build_stimulator(
+            o["driver"],
+            o["port"],
+            timeout_s=o["timeout_s"],
+            heartbeat_hz=o["heartbeat_hz"],
+            seed=o["seed"],
+            on_event=on_event if o["driver"] == "serial" else None,
+        )
+        try:
+            out = StimulatorOutput(
+                cfg.name,
+                driver,
+                channel=o["channel"],
+                current_ma=o["current_ma"],
+                frequency_hz=o["frequency_hz"],
+                sim_process=sim,
+            )
+        except BaseException:
+            driver.close()
+            if sim is not None:
+                sim.close()
+            raise
+        holder["out"] = out
+        driver.start_heartbeat()
+        return out
+    if cfg.kind == "audio":
+        from app.outputs import AudioOutput
+
+        return AudioOutput.from_options(cfg.name, o, session_name=session_name, base_dir=base_dir)
+    raise ValueError(f"unknown output kind {cfg.kind!r}")  # unreachable: config validation lists the kinds
+
+
+def build_controller(cfg: ControllerConfig) -> Any:
+    """The pulse-width controller a ``[controllers.NAME]`` table names, stepped every ``period_s``.
+
+    ``kind = "rise"``: :class:`stimulation.nmes.rise.RiseController` with ``gains = {ks, alpha1,
+    alpha2, beta}`` or ``gains = {preset = "empirical_a"}`` (a key of ``EMPIRICAL_GAINS``; the
+    default). ``kind = "pid"``: :class:`stimulation.nmes.pid.PidController` with ``gains = {kp, ki,
+    kd}`` (default ``BASELINE_PID``).
+
+    Raises
+    ------
+    ValueError
+        Unknown preset or gain keys, or RISE gains outside the stability conditions.
+    """
+    where = f"config table 'controllers.{cfg.name}.gains'"
+    table = dict(cfg.gains)
+    if cfg.kind == "rise":
+        from stimulation.nmes.rise import EMPIRICAL_GAINS, RiseController, RiseGains
+
+        preset = table.pop("preset", None if table else "empirical_a")
+        if preset is not None:
+            if table or preset not in EMPIRICAL_GAINS:
+                raise ValueError(
+                    f"{where}: give either preset (one of {sorted(EMPIRICAL_GAINS)}) or ks, alpha1, alpha2, beta; "
+                    f"found {cfg.gains!r}."
+                )
+            gains = EMPIRICAL_GAINS[preset]
+        else:
+            try:
+                gains = RiseGains(**table)
+            except TypeError as exc:
+                raise ValueError(
+                    f"{where} needs exactly ks, alpha1, alpha2, beta; found {sorted(table)} ({exc})."
+                ) from None
+        return RiseController(gains, dt_s=cfg.period_s, stim_frequency_hz=cfg.update_hz)
+    from stimulation.nmes.pid import BASELINE_PID, PidController, PidGains
+
+    try:
+        pid_gains = PidGains(**table) if table else BASELINE_PID
+    except TypeError as exc:
+        raise ValueError(f"{where} needs exactly kp, ki, kd; found {sorted(table)} ({exc}).") from None
+    return PidController(pid_gains, dt_s=cfg.period_s, stim_frequency_hz=cfg.update_hz)
+
+
 class Session:
     """A running closed loop: sources -> pipelines -> outputs, plus the recorder.
 
@@ -173,9 +296,17 @@ class Session:
         Validated configuration (see :func:`app.config.load_config`).
     record_path : str or Path, optional
         Record to this XDF file (overrides ``[recording]``).
+    audit_log_path : str or Path, optional
+        The safety audit log (overrides ``[safety] audit_log``).
     """
 
-    def __init__(self, config: SessionConfig, *, record_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        config: SessionConfig,
+        *,
+        record_path: str | Path | None = None,
+        audit_log_path: str | Path | None = None,
+    ) -> None:
         self.config = config
         self.state = "idle"
         self.sources: dict[str, Source] = {}
@@ -185,6 +316,9 @@ class Session:
         self.outputs: dict[str, Output] = {}
         self.recorder: Recorder | None = None
         self.record_path = Path(record_path) if record_path else None
+        self.audit_log_path = Path(audit_log_path) if audit_log_path else None
+        self.safety: SafetySupervisor | None = None
+        self.controllers: dict[str, NmesControlLoop] = {}
         self.errors: list[dict[str, Any]] = []
         self.log: deque[LogEntry] = deque(maxlen=2000)
         self.latency = LatencyTracker()
@@ -219,6 +353,11 @@ class Session:
             self.errors.append({"time": pylsl.local_clock(), "where": where, "error": repr(exc), "traceback": tb})
             self.state = "fault"
         self._log("error", f"{where} failed: {exc!r}", traceback=tb)
+        if self.safety is not None:
+            try:
+                self.safety.upstream_fault(where, repr(exc))
+            except Exception as sup_exc:  # noqa: BLE001 - the outputs still go safe below
+                log.error("safety supervisor upstream_fault failed: %r", sup_exc)
         self._all_safe(f"fault in {where}: {exc!r}")
 
     def _all_safe(self, reason: str) -> None:
@@ -272,6 +411,124 @@ class Session:
         for cb in self._subscribers:
             cb(cmd)
 
+    # ------------------------------------------------------------------ safety (front ends)
+    def _stimulator_outputs(self) -> list[StimulatorOutput]:
+        return [o for o in self.outputs.values() if isinstance(o, StimulatorOutput)]
+
+    def _require_safety(self) -> SafetySupervisor:
+        if self.safety is None:
+            raise RuntimeError(f"session is {self.state!r}; open() it before arming or clearing faults.")
+        return self.safety
+
+    def arm(self, who: str = "session", reason: str = "armed") -> str:
+        """Allow stimulation: the supervisor goes ``armed`` and every stimulator device is armed.
+
+        Parameters
+        ----------
+        who : str
+            Person or front end (``"clinician:jdoe@gui"``), for the audit log.
+        reason : str
+            Why, for the audit log.
+
+        Returns
+        -------
+        str
+            The supervisor state after arming.
+
+        Raises
+        ------
+        RuntimeError
+            In ``fault`` (clear it first), before ``open()``, after close, or when a device refuses to arm
+            (the supervisor is then disarmed again).
+        """
+        sup = self._require_safety()
+        state = sup.arm(who, reason)
+        try:
+            for out in self._stimulator_outputs():
+                out.arm()
+        except Exception as exc:
+            sup.disarm(who, f"a stimulator refused to arm: {exc!r}")
+            raise RuntimeError(f"arming failed: a stimulator refused ({exc}); disarmed again.") from exc
+        self._log("warning", f"stimulation armed by {who}: {reason}", who=who)
+        return state.value
+
+    def disarm(self, who: str = "session", reason: str = "disarmed") -> str:
+        """Stop stimulation: outputs to their safe state, devices disarmed; a latched fault stays latched.
+
+        Returns
+        -------
+        str
+            The supervisor state after disarming (``fault`` if one is latched).
+        """
+        sup = self._require_safety()
+        state = sup.disarm(who, reason)
+        for out in self._stimulator_outputs():
+            try:
+                out.disarm()
+            except Exception as exc:  # noqa: BLE001 - the device watchdog and STIM_OFF cover it; kept and logged
+                self.errors.append(
+                    {"time": pylsl.local_clock(), "where": f"output:{out.name}", "error": repr(exc), "traceback": ""}
+                )
+                log.error("output %r: device disarm failed: %r", out.name, exc)
+        self._log("warning", f"stimulation disarmed by {who}: {reason}", who=who)
+        return state.value
+
+    def estop(self, reason: str = "emergency stop", who: str = "session") -> None:
+        """Emergency stop from any front end or thread. Never raises.
+
+        Order: every stimulator device gets ESTOP first (the fastest way to outputs off; the device
+        latches its own fault), then the supervisor latches its fault and zeroes every output, then
+        every other output (LSL) is told to go safe.
+        """
+        for out in self._stimulator_outputs():
+            try:
+                out.estop()
+            except Exception as exc:  # noqa: BLE001 - the supervisor's safe_state and the device watchdog follow
+                log.error("output %r: device e-stop failed: %r", out.name, exc)
+                self.errors.append(
+                    {"time": pylsl.local_clock(), "where": f"estop:{out.name}", "error": repr(exc), "traceback": ""}
+                )
+        if self.safety is not None:
+            self.safety.estop(who, reason)
+        self._all_safe(f"e-stop: {reason}")
+        self._log("critical", f"e-stop by {who}: {reason}", who=who)
+
+    def clear_fault(self, who: str = "session", reason: str = "fault cleared") -> str:
+        """A person acknowledges a latched fault: supervisor and devices go ``disarmed`` (arm again to stimulate).
+
+        Raises
+        ------
+        RuntimeError
+            When the supervisor is not in ``fault``.
+        """
+        sup = self._require_safety()
+        state = sup.clear_fault(who, reason)
+        for out in self._stimulator_outputs():
+            out.clear_fault()
+        self._log("warning", f"fault cleared by {who}: {reason}", who=who)
+        return state.value
+
+    def safety_status(self) -> dict[str, Any]:
+        """JSON-able: supervisor state, fault, limits in force, delivered dose, outputs and controllers."""
+        sup = self.safety
+        sc = self.config.safety
+        if sup is None:
+            return {"state": SafetyState.DISARMED.value, "fault": None, "limits": None, "supervisor": False}
+        st = sup.status()
+        st["supervisor"] = True
+        st["config_limits"] = sc.config_limits.as_dict() if sc is not None else None
+        st["patient"] = sc.patient_id if sc is not None else None
+        st["dose_remaining_s"] = sup.dose_remaining_s
+        st["audit_log"] = str(sup.audit_log_path)
+        st["outputs"] = {
+            o.name: o.status()  # type: ignore[attr-defined]
+            for o in self.outputs.values()
+            if callable(getattr(o, "status", None))
+        }
+        st["controllers"] = {n: c.status() for n, c in self.controllers.items()}
+        st["channels"] = {str(k): v for k, v in st["channels"].items()}
+        return st
+
     # --------------------------------------------------------------- lifecycle
     def open(self) -> None:
         """Open sources, load and check models, create outputs and the recorder.
@@ -281,6 +538,7 @@ class Session:
         if self.state != "idle":
             raise RuntimeError(f"session is {self.state!r}; open() works only once on a new session.")
         try:
+            self.safety = self._build_supervisor()
             for name, scfg in self.config.sources.items():
                 src = build_source(scfg, self._on_source_error, self._on_source_event, self.config.base_dir)
                 self.sources[name] = src
@@ -289,7 +547,20 @@ class Session:
                 stream = self._stream_for(pcfg)
                 self.pipelines[name], self.cards[name] = build_pipeline(pcfg, stream)
             for name, ocfg in self.config.outputs.items():
-                self.outputs[name] = LslCommandOutlet(name, **ocfg.options)
+                self.outputs[name] = build_output(ocfg, self.config.name, self.config.base_dir)
+                if ocfg.kind in ("stimulator", "audio"):
+                    out = self.outputs[name]
+                    if hasattr(out, "supervisor"):  # outputs that ask the supervisor themselves (audio)
+                        out.supervisor = self.safety
+                        out.stimulator.on_event = self._record_stim_event  # type: ignore[attr-defined]
+                    self.safety.register_output(out)
+            for name, scfg in self.config.sources.items():
+                if "driven_by" in scfg.options:
+                    target = self.outputs[scfg.options["driven_by"]]
+                    assert isinstance(target, StimulatorOutput)  # checked by config validation
+                    self.sources[name].bind_feedback(target.delivered, target.current_ma)  # type: ignore[attr-defined]
+            for name, ccfg in self.config.controllers.items():
+                self.controllers[name] = self._build_controller(ccfg)
             path = self.record_path
             if path is None and self.config.recording.enabled:
                 stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -307,6 +578,81 @@ class Session:
             self.close()
             raise
         self.state = "open"
+
+    def _build_supervisor(self) -> SafetySupervisor:
+        sc = self.config.safety
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        if self.audit_log_path is not None:
+            path = self.audit_log_path
+        elif sc is not None:
+            path = self.config.base_dir / sc.audit_log.format(session=self.config.name, time=stamp)
+        else:  # no stimulation outputs: the audit of arm/e-stop goes to the temp folder
+            path = Path(tempfile.gettempdir()) / "closedloop-audit" / f"{self.config.name}-{stamp}.jsonl"
+        self.audit_log_path = Path(path)
+        sup = SafetySupervisor(
+            sc.limits if sc is not None else None,
+            audit_log_path=path,
+            heartbeat_timeout_s=sc.heartbeat_timeout_s if sc is not None else 0.2,
+            stale_after_s=self.config.stale_after_s,
+        )
+        self._log(
+            "info",
+            f"safety supervisor: audit log {path}"
+            + ("" if sc is not None else " (no [safety] table: no stimulation permitted)"),
+        )
+        return sup
+
+    def _build_controller(self, ccfg: ControllerConfig) -> NmesControlLoop:
+        assert self.safety is not None
+        src = self.sources[ccfg.source]
+        if ccfg.stream is None:
+            stream = src.primary()
+        elif ccfg.stream in src.streams:
+            stream = src.streams[ccfg.stream]
+        else:
+            raise ValueError(
+                f"config key 'controllers.{ccfg.name}.stream' names {ccfg.stream!r}, "
+                f"but source {ccfg.source!r} has streams {sorted(src.streams)}."
+            )
+        index = 0
+        if ccfg.channel is not None:
+            labels = list(stream.info.labels)
+            if ccfg.channel not in labels:
+                raise ValueError(
+                    f"config key 'controllers.{ccfg.name}.channel' names {ccfg.channel!r}, "
+                    f"but stream {stream.info.name!r} has channels {labels}."
+                )
+            index = labels.index(ccfg.channel)
+        target = self.outputs[ccfg.output]
+        assert isinstance(target, StimulatorOutput)  # checked by config validation
+        return NmesControlLoop(
+            ccfg.name,
+            self.controller_factory(ccfg),
+            stream,
+            self.safety,
+            target,
+            make_reference(ccfg.reference, ccfg.reference_min_deg, ccfg.reference_max_deg, ccfg.reference_period_s),
+            period_s=ccfg.period_s,
+            update_hz=ccfg.update_hz,
+            channel_index=index,
+            on_error=self.report_error,
+            on_update=lambda details, t: self._record_stim_event("nmes_update", details, t),
+        )
+
+    #: Builds the controller of a ``[controllers.X]`` table; tests may swap in their own.
+    controller_factory: Callable[[ControllerConfig], Any] = staticmethod(build_controller)
+
+    def _record_stim_event(self, kind: str, details: dict[str, Any], t: float) -> None:
+        """Stimulation events (NMES updates, audio bursts) into the recording, stamped with their time."""
+        rec = self.recorder
+        if rec is not None and not rec.closed:
+            rec.add_event(kind, details, timestamp=t)
+
+    def _on_age(self, name: str, age: float) -> None:
+        sup = self.safety
+        if sup is not None:
+            sup.heartbeat()
+            sup.data_age(age if math.isfinite(age) else math.nan, f"pipeline:{name}")
 
     def _stream_for(self, pcfg: PipelineConfig) -> BufferedStream:
         src = self.sources[pcfg.source]
@@ -341,15 +687,25 @@ class Session:
                 self._on_stale,
                 self.config.stale_after_s,
                 mode=self.config.pipelines[name].run_on,
+                on_age=self._on_age,
             )
             self.runners[name] = runner
             runner.start()
+        for loop in self.controllers.values():
+            loop.start()
+        if self.config.safety is not None and self.config.safety.arm_on_start:
+            self.arm("config:arm_on_start", "[safety] arm_on_start = true (simulated stimulators only)")
         self._log("info", f"session {self.config.name!r} started")
 
     def stop(self) -> None:
         """Outputs safe, threads stopped, recording closed. Safe to call more than once."""
         if self.state in ("idle", "stopped"):
             return
+        for name, loop in self.controllers.items():
+            loop.stop()
+            self._log("info", f"controller {name!r}: {loop.summary()}", **loop.summary())
+        if self.safety is not None:
+            self.safety.disarm("session", "session stopped")
         self._all_safe("session stopped")
         for r in self.runners.values():
             r.stop()
@@ -372,8 +728,18 @@ class Session:
                 )
         if self.recorder is not None and not self.recorder.closed:
             self.recorder.close()
+        for loop in self.controllers.values():
+            loop.stop()
+        if self.safety is not None:
+            self.safety.close()  # every stimulation output to its safe state, audit log closed
         for out in self.outputs.values():
-            out.close()
+            try:
+                out.close()
+            except Exception as exc:  # noqa: BLE001 - keep closing the rest; the error is logged and kept
+                log.error("closing output %r failed: %r", out.name, exc)
+                self.errors.append(
+                    {"time": pylsl.local_clock(), "where": f"output:{out.name}", "error": repr(exc), "traceback": ""}
+                )
 
     def run(
         self,
@@ -531,4 +897,5 @@ class Session:
             "pipelines": pipelines,
             "recording": str(self.record_path) if self.recorder is not None else None,
             "errors": [{k: v for k, v in e.items() if k != "traceback"} for e in self.errors],
+            "safety": self.safety_status(),
         }

@@ -148,6 +148,7 @@ class Reason(StrEnum):
     AUDIO_RATE_LIMIT = "audio_rate_limit"
     OUTPUT_BUSY = "output_busy"
     AUDIT_FAILURE = "audit_failure"
+    NO_LIMITS = "no_limits"  # the supervisor was built without limits: it permits no stimulation
 
 
 @runtime_checkable
@@ -428,8 +429,10 @@ class SafetySupervisor:
 
     Parameters
     ----------
-    limits : SafetyLimits
+    limits : SafetyLimits or None
         Limits to enforce (config lowered by the patient profile; see :mod:`stimulation.limits`).
+        None for a session without stimulation outputs: the state machine, e-stop and audit log
+        work as usual, and every stimulation request is refused (``no_limits``).
     audit_log_path : str or Path
         JSON-lines audit log, appended to (never truncated).
     clock : callable
@@ -455,7 +458,7 @@ class SafetySupervisor:
 
     def __init__(
         self,
-        limits: SafetyLimits,
+        limits: SafetyLimits | None,
         *,
         audit_log_path: str | Path,
         clock: Callable[[], float] = pylsl.local_clock,
@@ -465,8 +468,8 @@ class SafetySupervisor:
         audit_sync_interval_s: float = 0.25,
         zero_lock_timeout_s: float = 0.5,
     ) -> None:
-        if not isinstance(limits, SafetyLimits):
-            raise TypeError(f"limits must be a SafetyLimits, got {type(limits).__name__} ({limits!r}).")
+        if limits is not None and not isinstance(limits, SafetyLimits):
+            raise TypeError(f"limits must be a SafetyLimits or None, got {type(limits).__name__} ({limits!r}).")
         if not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, got {clock!r}.")
         for name, value in (
@@ -514,7 +517,7 @@ class SafetySupervisor:
                 SafetyState.DISARMED,
                 message="safety supervisor started",
                 values={
-                    **limits.as_dict(),
+                    **(limits.as_dict() if limits is not None else {"limits": None}),
                     "heartbeat_timeout_s": self.heartbeat_timeout_s,
                     "stale_after_s": self.stale_after_s,
                 },
@@ -548,6 +551,8 @@ class SafetySupervisor:
     def dose_remaining_s(self) -> float:
         """``max_session_dose_s`` minus the dose used, s."""
         with self._lock:
+            if self.limits is None:
+                return 0.0
             return max(0.0, self.limits.max_session_dose_s - self._dose_used)
 
     @property
@@ -569,7 +574,8 @@ class SafetySupervisor:
                 "state": self._state.value,
                 "fault": dict(self._fault) if self._fault else None,
                 "dose_used_s": self._dose_used,
-                "dose_limit_s": self.limits.max_session_dose_s,
+                "dose_limit_s": None if self.limits is None else self.limits.max_session_dose_s,
+                "limits": None if self.limits is None else self.limits.as_dict(),
                 "upstream_ok": self._upstream_ok,
                 "upstream_reason": None if self._upstream_ok else self._upstream_reason.value,
                 "channels": {ch: c.level_ma for ch, c in self._channels.items() if c.active(now)},
@@ -1173,6 +1179,14 @@ class SafetySupervisor:
             )
         if self._state is SafetyState.DISARMED:
             return False, Reason.NOT_ARMED, "stimulation is disarmed; arm(who, reason) first", None, {}
+        if self.limits is None:
+            return (
+                False,
+                Reason.NO_LIMITS,
+                "this supervisor has no limits (no [safety.limits] table), so it permits no stimulation",
+                None,
+                {},
+            )
         if not self._upstream_ok:
             return False, self._upstream_reason, self._upstream_message_locked(), None, {}
         if isinstance(req, NmesRequest):
@@ -1183,6 +1197,7 @@ class SafetySupervisor:
         self, req: NmesRequest, now: float
     ) -> tuple[bool, Reason, str, StimRequest | None, dict[str, Any]]:
         lim = self.limits
+        assert lim is not None  # checked in _decide_locked; narrows the type for mypy
         ch = req.channel
         if isinstance(ch, bool) or not isinstance(ch, int) or ch < 0:
             return False, Reason.INVALID_REQUEST, f"channel must be an integer >= 0, got {ch!r}", None, {}
@@ -1265,6 +1280,7 @@ class SafetySupervisor:
         self, req: AudioRequest, now: float
     ) -> tuple[bool, Reason, str, StimRequest | None, dict[str, Any]]:
         lim = self.limits
+        assert lim is not None  # checked in _decide_locked; narrows the type for mypy
         level, burst = req.level_db, req.burst_ms
         if isinstance(level, bool) or not isinstance(level, int | float) or not math.isfinite(level):
             return False, Reason.INVALID_REQUEST, f"level_db must be a finite number (dB SPL), got {level!r}", None, {}

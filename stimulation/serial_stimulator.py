@@ -56,6 +56,15 @@ from stimulation.protocol import (
     decode_reply,
     encode_command,
 )
+from stimulation.stimulator import (
+    ChannelState,
+    Stimulator,
+    StimulatorError,
+    StimulatorLinkError,
+    StimulatorStatus,
+    StimulatorTimeoutError,
+)
+from stimulation.stimulator import StimulatorNackError as _BaseNackError
 
 __all__ = [
     "HeartbeatAck",
@@ -89,21 +98,7 @@ _FIX: dict[NackReason, str] = {
 }
 
 
-class StimulatorError(RuntimeError):
-    """A command did not succeed.
-
-    Attributes
-    ----------
-    command : Cmd or None
-        The command concerned (None for a link failure outside a command).
-    """
-
-    def __init__(self, message: str, command: Cmd | None = None) -> None:
-        super().__init__(message)
-        self.command = command
-
-
-class StimulatorNackError(StimulatorError):
+class StimulatorNackError(_BaseNackError):
     """The device refused a command.
 
     Attributes
@@ -124,14 +119,6 @@ class StimulatorNackError(StimulatorError):
         self.reason = nack.reason
         self.detail = nack.detail
         self.state = nack.state
-
-
-class StimulatorTimeoutError(StimulatorError):
-    """No reply arrived within the timeout."""
-
-
-class StimulatorLinkError(StimulatorError):
-    """The serial link failed or the driver is closed."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +192,7 @@ def _mask(channels: int | Iterable[int], name: str) -> int:
     return mask
 
 
-class SerialStimulator:
+class SerialStimulator(Stimulator):
     """The stimulator interface box over a serial port.
 
     Opening the port sends HELLO (which also resynchronises sequence numbers) and keeps the
@@ -288,6 +275,7 @@ class SerialStimulator:
         self.heartbeats_sent = 0
         self.heartbeats_failed = 0
         self.heartbeat_deadlines_missed = 0
+        self.n_refused: dict[str, int] = {}  # NACKs received, by NackReason name
         self._hb_thread: threading.Thread | None = None
         self._hb_stop = threading.Event()
         self.info: HelloInfo | None = None
@@ -445,6 +433,32 @@ class SerialStimulator:
         ack = self._request(Cmd.STATUS)
         return StatusInfo.unpack(ack.state, ack.data)
 
+    def stimulator_status(self) -> StimulatorStatus:
+        """STATUS, in the driver-independent form of :class:`~stimulation.stimulator.Stimulator`."""
+        st = self.status()
+        channels = tuple(
+            ChannelState(
+                current_ma=c.applied_ua / 1000.0 if c.on else 0.0,
+                target_ma=c.target_ua / 1000.0,
+                pulse_width_us=float(c.pulse_width_us),
+                frequency_hz=c.frequency_dhz / 10.0,
+                on=c.on,
+            )
+            for c in st.channels
+        )
+        return StimulatorStatus(
+            state=st.state.name.lower(),
+            fault=None if st.fault is Fault.NONE else st.fault.name.lower(),
+            channels=channels,
+            outputs=st.outputs,
+            details={
+                "t_ms": st.t_ms,
+                "heartbeat_age_ms": st.heartbeat_age_ms,
+                "rx_ok": st.rx_ok,
+                "rejected": {r.name: n for r, n in st.rejected.items() if n},
+            },
+        )
+
     def trigger(self, line: int, duration_ms: int) -> Ack:
         """TRIGGER: hold trigger ``line`` (0: audio gate, 1: TTL) high for ``duration_ms`` ms (armed only)."""
         check_int(line, "line", minimum=0)
@@ -586,6 +600,11 @@ class SerialStimulator:
             raise slot.error
         reply = slot.reply
         if isinstance(reply, Nack):
+            # every refusal is logged with its reason (acceptance: refused commands are logged)
+            log.warning(
+                "%s: %s (seq %d) refused: %s (state %s)", self.name, cmd.name, seq, reply.describe(), reply.state.name
+            )
+            self.n_refused[reply.reason.name] = self.n_refused.get(reply.reason.name, 0) + 1
             raise StimulatorNackError(
                 f"{cmd.name} refused by the device: {reply.describe()} (state {reply.state.name}); "
                 f"{_FIX.get(reply.reason, 'see stimulation.protocol.NackReason')}",

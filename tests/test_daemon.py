@@ -124,14 +124,19 @@ class DaemonProcess:
 
 
 def launch(
-    tmp: Path, *args: str, token: str | None = None, token_env: str | None = None, port: int | None = None
+    tmp: Path,
+    *args: str,
+    token: str | None = None,
+    token_env: str | None = None,
+    port: int | None = None,
+    config: str = CONFIG,
 ) -> tuple[subprocess.Popen[bytes], Path, int]:
     """Start ``python -m app.cli daemon --config configs/demo.toml`` with stderr (JSON logs) to a file."""
     port = free_port() if port is None else port
     env = {k: v for k, v in os.environ.items() if k != "CLOSEDLOOP_TOKEN"}
     if token_env is not None:
         env["CLOSEDLOOP_TOKEN"] = token_env
-    cmd = [sys.executable, "-m", "app.cli", "daemon", "--config", CONFIG, "--port", str(port), *args]
+    cmd = [sys.executable, "-m", "app.cli", "daemon", "--config", config, "--port", str(port), *args]
     if token is not None:
         tf = tmp / "token"
         tf.write_text(token + "\n")
@@ -461,3 +466,64 @@ def test_a_failing_handler_answers_500_and_the_server_keeps_serving(monkeypatch:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+# --------------------------------------------------------------------------------------------- stimulation
+def test_nmes_session_arm_estop_reach_the_supervisor_and_the_device(tmp_path: Path) -> None:
+    """configs/nmes_sim.toml through the daemon: the API drives the SafetySupervisor and stimbox-sim."""
+    audit = tmp_path / "audit.jsonl"
+    text = (REPO / "configs" / "nmes_sim.toml").read_text()
+    text = "\n".join(f'audit_log = "{audit}"' if line.startswith("audit_log") else line for line in text.splitlines())
+    cfg = tmp_path / "nmes.toml"
+    cfg.write_text(text)
+    token = secrets.token_urlsafe(32)
+    proc, log_path, port = launch(tmp_path, token=token, config=str(cfg))
+    api = Client(port, token)
+    try:
+        wait_healthy(proc, port, log_path)
+        api.ok("POST", "/api/session/start")  # arm_on_start: the simulated stimulator is armed at start
+
+        def sup() -> dict[str, Any]:
+            return api.status()["safety"]["supervisor"]
+
+        def delivered() -> float:
+            return float(sup()["outputs"]["nmes"]["delivered_pulse_width_us"])
+
+        assert wait_until(lambda: delivered() > 0, 15.0, interval=0.05), api.status()["safety"]
+        st = api.status()["safety"]
+        assert st["state"] == "stimulating" and not st["outputs_safe"]
+        assert st["supervisor"]["limits"]["max_current_ma"] == 40.0 and st["supervisor"]["dose_used_s"] > 0
+        est = api.ok("POST", "/api/estop")
+        assert est["previous"] == "stimulating" and est["safety"]["state"] == "estopped"
+        assert est["safety"]["supervisor"]["state"] == "fault"
+        assert est["safety"]["supervisor"]["fault"]["kind"] == "estop"
+        assert est["safety"]["supervisor"]["outputs"]["nmes"]["delivered_pulse_width_us"] == 0
+        assert api.post("/api/arm").status == 409
+        time.sleep(0.3)  # the loop keeps running: nothing may reach the device while latched
+        assert delivered() == 0
+        assert api.ok("POST", "/api/disarm")["safety"]["state"] == "disarmed"
+        assert api.ok("POST", "/api/arm")["safety"]["state"] in ("armed", "stimulating")
+        assert wait_until(lambda: delivered() > 0, 15.0, interval=0.05)
+        # the CLI path through the daemon API
+        env = {**os.environ, "CLOSEDLOOP_TOKEN": token}
+        out = subprocess.run(
+            [sys.executable, "-m", "app.cli", "estop", "--api", f"http://127.0.0.1:{port}", "--json"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout)
+        assert got["via"] == "api" and got["state"] == "estopped" and got["previous"] in ("armed", "stimulating")
+        assert delivered() == 0
+        api.ok("POST", "/api/disarm")
+        api.ok("POST", "/api/session/stop")
+    finally:
+        assert terminate(proc) == 0, log_path.read_text()
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    estops = [r for r in records if r["event"] == "estop"]
+    assert len(estops) == 2 and all(r["who"].startswith("api:127.0.0.1") for r in estops)
+    assert any(r["event"] == "arm" and r["who"] == "config:arm_on_start" for r in records)
+    assert any(r["event"] == "clear_fault" and r["who"].startswith("api:") for r in records)

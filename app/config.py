@@ -69,9 +69,10 @@ from typing import Any
 from stimulation.limits import LimitsError, SafetyLimits, load_profile
 
 SOURCE_KINDS = ("sim", "lsl", "brainflow", "replay")
-COMMAND_OUTPUT_KINDS = ("lsl",)
+COMMAND_OUTPUT_KINDS = ("lsl", "teleop")
 STIM_OUTPUT_KINDS = ("stimulator", "audio")
 OUTPUT_KINDS = COMMAND_OUTPUT_KINDS + STIM_OUTPUT_KINDS
+TELEOP_BACKENDS = ("mujoco", "stretch_body", "rosbridge")
 STIMULATOR_DRIVERS = ("serial", "sim", "rehastim")
 AUDIO_SINKS = ("device", "file", "null")
 CONTROLLER_KINDS = ("rise", "pid")
@@ -400,6 +401,8 @@ def _pipeline(name: str, t: Any, base: Path, sources: dict[str, SourceConfig]) -
 
 _OUTPUT_KEYS = {
     "lsl": {"kind", "stream_name", "source_id"},
+    # teleop: the keys of stimulation.teleop.factory.make_bridge (checked again, in detail, when it is built)
+    "teleop": {"kind", "backend", "mapping", "name", "timestep", "rosbridge", "gripper_rad_per_m"},
     "stimulator": {
         "kind",
         "driver",
@@ -430,10 +433,7 @@ def _output(name: str, t: Any) -> OutputConfig:
     _require_table(t, path)
     kind = _get(t, "kind", str, path)
     if kind not in OUTPUT_KINDS:
-        raise ConfigError(
-            f"config key '{path}.kind' must be one of {list(COMMAND_OUTPUT_KINDS)}, found {kind!r} "
-            f"(stimulation outputs: {list(STIM_OUTPUT_KINDS)})."
-        )
+        raise ConfigError(f"config key '{path}.kind' must be one of {list(OUTPUT_KINDS)}, found {kind!r}.")
     _check_keys(t, _OUTPUT_KEYS[kind], path)
     opts: dict[str, Any]
     if kind == "lsl":
@@ -441,6 +441,12 @@ def _output(name: str, t: Any) -> OutputConfig:
             "stream_name": _get(t, "stream_name", str, path, "closedloop-commands"),
             "source_id": _get(t, "source_id", str, path, ""),
         }
+    elif kind == "teleop":
+        opts = {k: v for k, v in t.items() if k != "kind"}
+        opts.setdefault("name", name)
+        backend = opts.get("backend", "mujoco")
+        if backend not in TELEOP_BACKENDS:
+            raise ConfigError(f"config key '{path}.backend' must be one of {list(TELEOP_BACKENDS)}, found {backend!r}.")
     elif kind == "stimulator":
         driver = _get(t, "driver", str, path)
         if driver not in STIMULATOR_DRIVERS:

@@ -204,6 +204,12 @@ def build_output(cfg: OutputConfig, session_name: str, base_dir: Path) -> Output
     o = cfg.options
     if cfg.kind == "lsl":
         return LslCommandOutlet(cfg.name, **o)
+    if cfg.kind == "teleop":
+        from stimulation.teleop.factory import make_bridge
+
+        bridge = make_bridge(o, base_dir, where=f"outputs.{cfg.name}")
+        bridge.start()  # its own tick thread: dead-man timeout, ramps, guards (and a real-time simulation)
+        return bridge
     if cfg.kind == "stimulator":
         holder: dict[str, StimulatorOutput] = {}
 
@@ -386,6 +392,11 @@ class Session:
         else:
             self._stale.discard(runner.name)
             self._log("info", f"fresh data again for pipeline {runner.name!r}")
+            if not self._stale and self.state == "running":
+                for out in list(self.outputs.values()):
+                    resume = getattr(out, "resume", None)  # outputs that refuse commands after a safe state
+                    if resume is not None:
+                        resume()
 
     # ------------------------------------------------------------ subscribers
     def subscribe(self, callback: Callable[[Command], None]) -> None:

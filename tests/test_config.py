@@ -59,7 +59,7 @@ def test_demo_config_is_valid_and_resolves_paths() -> None:
         ({"pipelines__p__catch_up": "never"}, r"'pipelines.p.catch_up' must be 'latest' or 'all', found 'never'"),
         ({"pipelines__p__bandpass_hz": [1]}, r"'pipelines.p.bandpass_hz' must be \[low, high\]"),
         ({"pipelines__p__min_confidence": 2}, r"'pipelines.p.min_confidence' must be between 0 and 1"),
-        ({"outputs": {"o": {"kind": "laser"}}}, r"'outputs.o.kind' must be one of \['lsl'\], found 'laser'"),
+        ({"outputs": {"o": {"kind": "laser"}}}, r"'outputs.o.kind' must be one of \['lsl', 'teleop', .*found 'laser'"),
         ({"recording": {"flush_interval_s": 5}}, r"'recording.flush_interval_s' must be in \(0, 1\] s, found 5"),
         ({"session": {"duration_s": "long"}}, r"'session.duration_s' must be a number, found 'long'"),
         ({"sources": {}}, r"'sources' must define at least one source"),

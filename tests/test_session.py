@@ -406,3 +406,36 @@ def test_session_survives_a_dropout_and_records_the_gap(tmp_path: Path) -> None:
     assert any("stale" in e.get("message", "") for e in events)
     ts = rec[name].timestamps
     assert np.max(np.diff(ts)) > 0.3  # the outage is visible in the recorded timestamps
+
+
+def test_teleop_output_from_config_moves_the_simulated_robot_and_stops_it(tmp_path: Path) -> None:
+    """An ``[outputs.X] kind = "teleop"`` table builds the MuJoCo bridge; decoded commands move it, stop zeroes it."""
+    mapping = tmp_path / "map.toml"
+    mapping.write_text(
+        "[teleop]\ninitial_mode = 'lift'\nmin_confidence = 0.0\ndwell_s = 0.0\ndeadman_s = 0.5\n"
+        "[teleop.modes.lift]\n'8.0Hz' = 'lift+'\n'10.0Hz' = 'lift-'\n'12.0Hz' = 'arm+'\n'15.0Hz' = 'arm-'\n"
+    )
+    outputs = {"robot": {"kind": "teleop", "backend": "mujoco", "mapping": str(mapping)}}
+    session = Session(parse_config(_cfg(outputs=outputs)))
+    got: list = []
+    session.subscribe(got.append)
+    session.open()
+    bridge = session.outputs["robot"]
+    session.start()
+    try:
+        assert wait_until(lambda: len(got) >= 15, 15.0)
+    finally:
+        session.stop()
+    taken = [r for r in bridge.records if r.entry.decision == "taken"]
+    assert taken, [r.entry.reason for r in bridge.records[:5]]
+    assert {r.entry.action for r in taken} <= {"lift+", "lift-", "arm+", "arm-"}
+    assert any(any(v != 0.0 for v in r.velocity) for r in taken)  # the command had an effect
+    # stopping the session put the robot in its safe state: the last thing in the log is a halt
+    assert bridge.log[-1].decision == "safety"
+
+
+def test_teleop_output_with_an_unknown_backend_is_refused_by_the_config() -> None:
+    from app.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"outputs.robot.backend' must be one of \['mujoco'"):
+        parse_config(_cfg(outputs={"robot": {"kind": "teleop", "backend": "roomba"}}))

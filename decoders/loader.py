@@ -28,7 +28,13 @@ DecoderFactory = Callable[[Path, ModelCard], Decoder]
 _FACTORIES: dict[str, DecoderFactory] = {}
 
 #: Runtime name -> module that calls :func:`register_runtime` for it when imported.
-RUNTIME_MODULES: dict[str, str] = {}
+RUNTIME_MODULES: dict[str, str] = {
+    "fbcca": "decoders.ssvep.runtime",
+    "ssvep-onnx": "decoders.ssvep.runtime",
+    "kalman": "decoders.continuous.runtime",
+    "dkf": "decoders.continuous.runtime",
+    "spindle-gru": "decoders.spindle.runtime",
+}
 
 
 def register_runtime(name: str, factory: DecoderFactory, module: str | None = None) -> None:

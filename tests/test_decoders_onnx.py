@@ -542,3 +542,30 @@ def test_repo_demo_model_loads_with_expected_card() -> None:
     assert dec.card.srate == 250.0 and dec.card.window_s == 1.0
     dec.card.check_stream(250.0, LABELS, stream_name="demo")
     assert dec.card.classes[int(np.argmax(dec.predict(ssvep_window(10.0))))] == "10.0Hz"
+
+
+def test_every_registered_runtime_module_registers_its_runtime() -> None:
+    """A fresh process must find each card runtime's module from the static table alone."""
+    import importlib
+
+    from decoders import loader
+
+    for runtime, module in loader.RUNTIME_MODULES.items():
+        importlib.import_module(module)
+        assert runtime in loader._FACTORIES, f"{module} did not register runtime {runtime!r}"
+
+
+def test_unknown_runtime_in_a_card_is_a_clear_error(tmp_path: Path) -> None:
+    from conftest import MODEL
+
+    from decoders.card import embed_card, read_card
+    from decoders.loader import load_decoder
+
+    card = read_card(MODEL)
+    bad = type(card).from_dict({**card.to_dict(), "provenance": {**card.provenance, "runtime": "quantum"}})
+    model = onnx.load(str(MODEL))
+    embed_card(model, bad)
+    path = tmp_path / "bad.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ValueError, match="runtime 'quantum'"):
+        load_decoder(path)

@@ -404,7 +404,10 @@ class Session:
         self._subscribers.append(callback)
 
     def _dispatch(self, cmd: Command) -> None:
+        # a latched safety fault (e-stop, upstream fault) holds every output, command streams included
         deliver = self.state == "running" and not self._stale
+        if deliver and self.safety is not None and self.safety.state is SafetyState.FAULT:
+            deliver = False
         if deliver:
             for out in self.outputs.values():
                 out.send(cmd)
@@ -686,8 +689,7 @@ class Session:
         self.started_at = pylsl.local_clock()
         if self.recorder is not None:
             self.recorder.start()
-        for src in self.sources.values():
-            src.start()
+        # Runners attach before the sources start, so a replay's first samples reach every pipeline.
         for name, pipe in self.pipelines.items():
             stream = self._stream_for(self.config.pipelines[name])
             runner = PipelineRunner(
@@ -702,6 +704,8 @@ class Session:
             )
             self.runners[name] = runner
             runner.start()
+        for src in self.sources.values():
+            src.start()
         for loop in self.controllers.values():
             loop.start()
         if self.config.safety is not None and self.config.safety.arm_on_start:

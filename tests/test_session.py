@@ -439,3 +439,25 @@ def test_teleop_output_with_an_unknown_backend_is_refused_by_the_config() -> Non
 
     with pytest.raises(ConfigError, match=r"outputs.robot.backend' must be one of \['mujoco'"):
         parse_config(_cfg(outputs={"robot": {"kind": "teleop", "backend": "roomba"}}))
+
+
+def test_estop_holds_command_outputs_until_the_fault_is_cleared() -> None:
+    """E-stop latches a fault in the supervisor; while latched no output gets a command (decoding goes on)."""
+    name = unique("estop-cmds")
+    session = Session(parse_config(_cfg(outputs={"out": {"kind": "lsl", "stream_name": name}})))
+    got: list = []
+    session.subscribe(got.append)
+    session.start()
+    try:
+        assert wait_until(lambda: len(got) >= 3, 10.0)
+        blocked0 = session.n_blocked
+        session.estop("operator pressed e-stop", who="test")
+        n0 = len(got)
+        assert wait_until(lambda: len(got) >= n0 + 5, 10.0)  # still decoded and recorded ...
+        assert session.n_blocked >= blocked0 + 5  # ... but held from every output
+        session.clear_fault("test", "checked")
+        n1, blocked1 = len(got), session.n_blocked
+        assert wait_until(lambda: len(got) >= n1 + 5, 10.0)
+        assert session.n_blocked == blocked1  # delivered again
+    finally:
+        session.stop()

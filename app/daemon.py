@@ -483,6 +483,8 @@ class Daemon:
         s = self.session
         rec = self._recording()
         outputs = {n: o.snapshot() for n, o in s.outputs.items() if isinstance(o, GatedOutput)} if s else {}
+        for snap in outputs.values():  # the engine itself holds every output while its supervisor is in fault
+            snap["held"] += getattr(s, "n_held_safety", 0)
         return {
             "daemon": {
                 "api_version": API_VERSION,
@@ -551,6 +553,8 @@ class Daemon:
         """The latch snapshot with the combined state and the supervisor's status (limits, dose, outputs)."""
         snap = self.safety.snapshot()
         s = self._live_session()
+        if self.session is not None:  # held by the engine (supervisor fault) plus by the daemon's latch
+            snap["held_commands"] += getattr(self.session, "n_held_safety", 0)
         snap["state"] = self._combined_state()
         snap["supervisor"] = s.safety_status() if s is not None else None
         return snap

@@ -336,6 +336,7 @@ class Session:
         self._virtual_time = False  # fast replay: no wall-clock latency
         self.n_commands = 0
         self.n_blocked = 0  # commands not delivered to outputs because the session is faulted or data stale
+        self.n_held_safety = 0  # of those, held because the safety supervisor has a fault latched (e-stop)
         self._subscribers: list[Callable[[Command], None]] = []
         self._stale: set[str] = set()
         self._lock = threading.Lock()
@@ -408,6 +409,7 @@ class Session:
         deliver = self.state == "running" and not self._stale
         if deliver and self.safety is not None and self.safety.state is SafetyState.FAULT:
             deliver = False
+            self.n_held_safety += 1
         if deliver:
             for out in self.outputs.values():
                 out.send(cmd)

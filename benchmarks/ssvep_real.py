@@ -144,7 +144,7 @@ def dnn_globals(
     return out
 
 
-def inference_cost(data: SsvepData, window: float, n: int = 300) -> dict[str, dict[str, float]]:
+def inference_cost(data: SsvepData, window: float, n: int = 500) -> dict[str, dict[str, float]]:
     """Median / p99 ms of one decision per method (model file through load_decoder; peer pipeline)."""
     from pyriemann.classification import MDM
     from pyriemann.estimation import Covariances

@@ -284,7 +284,7 @@ def test_replay_of_corrupt_or_truncated_file_is_a_clear_error(tmp_path: Path) ->
     cfg = parse_config({"sources": {"r": {"kind": "replay", "path": str(bad)}}})
     with pytest.raises(XdfFormatError, match=r"bad\.xdf"):
         Session(cfg).open()
-    rec = _record_sim(tmp_path, 2.0)
+    rec = _record_sim(tmp_path, 4.0)  # half the file still holds well over one 1-s decision window
     data = rec.read_bytes()
     cut = tmp_path / "cut.xdf"
     cut.write_bytes(data[: len(data) // 2 + 3])  # cut inside a chunk

@@ -70,6 +70,56 @@ def test_fbcca_finds_the_frequency_in_noise() -> None:
         assert 0.0 <= s.min() and s.max() <= 1.0
 
 
+def test_fbcca_batched_subbands_equal_the_per_subband_cca() -> None:
+    from decoders.ssvep.fbcca import cca_max_corr
+
+    fs, n = 256.0, 256
+    rng = np.random.default_rng(1)
+    bands = apply_filter_bank(rng.normal(0, 10, (n, 8)), design_filter_bank(subband_edges(5, fs), fs))
+    qy = reference_signals([13.0, 17.0, 21.0], fs, n, 3)
+    w = subband_weights(5)
+
+    def per_subband(b: np.ndarray) -> np.ndarray:
+        return (w[:, None] * np.stack([cca_max_corr(x, qy) for x in b]) ** 2).sum(axis=0) / w.sum()
+
+    assert np.max(np.abs(fbcca_scores(bands, qy, w) - per_subband(bands))) < 1e-12
+    bands[2][:, 3] = bands[2][:, 2]  # a rank-deficient sub-band takes the per-sub-band path
+    assert np.max(np.abs(fbcca_scores(bands, qy, w) - per_subband(bands))) < 1e-12
+
+
+def test_dnn_folded_onnx_graph_equals_the_layers() -> None:
+    import torch
+
+    from decoders.ssvep.dnn import GuneyNet, export_onnx, torch_log_probs
+
+    torch.manual_seed(0)
+    net = GuneyNet(3, 256, 8, 4).eval()
+    with torch.no_grad():
+        net.dense.weight.mul_(20.0)  # confident outputs, like a trained net
+    bands = apply_filter_bank(
+        np.random.default_rng(2).normal(0, 10, (6, 256, 8)), design_filter_bank(subband_edges(3, 256.0), 256.0)
+    )
+    ref = torch_log_probs(net, bands)
+    outs = {}
+    for fused in (True, False):
+        m = export_onnx(net, 3, 256, 8, fused=fused)
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        outs[fused] = sess.run(None, {"bands": bands.astype(np.float32)})[0]
+        assert outs[fused].shape == (6, 4)
+        kernels = [
+            list(a.ints)
+            for node in m.graph.node
+            if node.op_type == "Conv"
+            for a in node.attribute
+            if a.name == "kernel_shape"
+        ]
+        # folded: sub-band weights + one (2 x C) conv, no k = 10 conv; layer by layer it has the k = 10 conv
+        assert ([10, 1] in kernels) is (not fused)
+    assert float(np.max(np.abs(outs[True] - ref))) < 1e-4
+    assert float(np.max(np.abs(outs[True] - outs[False]))) < 1e-4
+    assert np.ptp(ref, axis=1).max() > 1.0  # the comparison is not between near-constant outputs
+
+
 def test_rest_threshold_and_probabilities() -> None:
     margins = np.linspace(0.0, 1.0, 101)
     thr = calibrate_threshold(margins, 0.1)

@@ -76,5 +76,18 @@ def fbcca_scores(bands: np.ndarray, qy: np.ndarray, weights: np.ndarray) -> np.n
     -------
     ndarray, shape (K,)
     """
-    rho = np.stack([cca_max_corr(b, qy) for b in bands])  # (n_subbands, K)
+    rho = _batched_max_corr(bands, qy)
+    if rho is None:  # a rank-deficient sub-band: per sub-band, dropping its null directions
+        rho = np.stack([cca_max_corr(b, qy) for b in bands])  # (n_subbands, K)
     return (weights[:, None] * rho**2).sum(axis=0) / weights.sum()
+
+
+def _batched_max_corr(bands: np.ndarray, qy: np.ndarray) -> np.ndarray | None:
+    """:func:`cca_max_corr` of all sub-bands in one batched QR / SVD, (n_subbands, K); None if one is rank-deficient."""
+    xc = bands - bands.mean(axis=1, keepdims=True)
+    qx, r = np.linalg.qr(xc)  # batched over sub-bands
+    d = np.abs(np.diagonal(r, axis1=-2, axis2=-1))  # (n_subbands, n_channels)
+    if not (d > 1e-10 * np.maximum(d.max(axis=1, keepdims=True), 1e-300)).all():
+        return None
+    m = np.matmul(np.swapaxes(qx, -1, -2)[:, None], qy[None])  # (n_subbands, K, n_channels, m)
+    return np.clip(np.linalg.svd(m, compute_uv=False)[..., 0], 0.0, 1.0)

@@ -510,10 +510,17 @@ def _nonblank_plot(png: Path) -> float:
 
 @pytest.mark.slow
 def test_screenshots_of_every_main_view_under_xvfb(xvfb: str, tmp_path: Path) -> None:
+    from test_gui_panels import make_spindle_model
+
     out = Path(os.environ.get("CLOSEDLOOP_SCREENSHOTS") or tmp_path / "screenshots")
     env = {**os.environ, "DISPLAY": xvfb, "QT_QPA_PLATFORM": "xcb"}
+    spindle = make_spindle_model(tmp_path / "spindle.onnx")  # None when decoders.spindle is absent
+    panels = ["--panels", *(["--spindle-model", str(spindle)] if spindle is not None else [])]
     r = subprocess.run(
-        [sys.executable, "-m", "ui.screenshots", str(out), "--config", str(DEMO), "--seconds", "2.5", "--scope64"],
+        [
+            *[sys.executable, "-m", "ui.screenshots", str(out), "--config", str(DEMO), "--seconds", "2.5"],
+            *["--scope64", *panels],
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -529,6 +536,9 @@ def test_screenshots_of_every_main_view_under_xvfb(xvfb: str, tmp_path: Path) ->
     names = {Path(f).name for f in files}
     assert {"setup.png", "signals.png", "decoder.png", "feedback.png", "stimulation.png", "log.png"} <= names
     assert "64ch-signals.png" in names
+    # the paradigm and stimulation panels, each on a session that has the pipeline/output
+    assert {"stimulation-nmes.png", "paradigms-emg-robot.png", "paradigms-cursor.png"} <= names
+    assert spindle is None or "paradigms-spindles.png" in names
     for f in files:
         assert _nonblank_plot(Path(f)) > 0.05, f"{f} looks blank"
 

@@ -1,9 +1,12 @@
 """The clinician GUI's main window and the ``closedloop gui`` entry point.
 
 Layout: a top bar (session state, Start / Stop, Record, the safety state and a large **E-STOP**
-button that is always visible), tabs (Setup, Signals, Decoder, Feedback, Stimulation, Log) and a
-live latency strip at the bottom. The e-stop also fires from the keyboard: **Esc** or **Space**
-(application-wide; Space types a space inside text fields instead) and **F12**.
+button that is always visible), tabs (Setup, Signals, Decoder, Feedback, Paradigms, Stimulation,
+Log) and a live latency strip at the bottom. The Paradigms tab holds the DKF cursor task, the EMG
+gesture and robot view and the spindle detections (:mod:`ui.paradigm_views`); the Stimulation tab
+plots the NMES loop and lists audio bursts (:mod:`ui.stim_views`). The e-stop also fires from the
+keyboard: **Esc** or **Space** (application-wide; Space types a space inside text fields instead)
+and **F12**.
 
 Two GUI-thread timers drive every widget: a frame timer (40 Hz: scope, command feed, MI bar)
 and a status timer (4 Hz: latency strip, spectrum, quality, decoder table, safety state, log).
@@ -39,6 +42,7 @@ from app.pipeline import Command
 from ui.engine import SessionController
 from ui.feedback import FeedbackBar, FlickerGrid, ssvep_frequencies
 from ui.panels import DecoderPanel, LatencyPanel, LogPanel, SetupPanel, SignalPanel, StimulationPanel, color_for
+from ui.paradigm_views import ParadigmPanel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.toml"
@@ -57,7 +61,7 @@ class MainWindow(QMainWindow):
         A controller to use (tests); a new one by default.
     """
 
-    TABS = ("Setup", "Signals", "Decoder", "Feedback", "Stimulation", "Log")
+    TABS = ("Setup", "Signals", "Decoder", "Feedback", "Paradigms", "Stimulation", "Log")
 
     def __init__(self, controller: SessionController | None = None) -> None:
         super().__init__()
@@ -87,9 +91,10 @@ class MainWindow(QMainWindow):
         fl.addWidget(self.flicker, 3)
         fl.addWidget(self.mi_bar, 2)
         self.feedback = fb
+        self.paradigms = ParadigmPanel()
         self.stim = StimulationPanel(self.ctl)
         self.log_panel = LogPanel()
-        pages = (self.setup, self.signals, self.decoder, fb, self.stim, self.log_panel)
+        pages = (self.setup, self.signals, self.decoder, fb, self.paradigms, self.stim, self.log_panel)
         for name, w in zip(self.TABS, pages, strict=True):
             self.tabs.addTab(w, name)
         self.tabs.currentChanged.connect(self._tab_changed)
@@ -205,6 +210,8 @@ class MainWindow(QMainWindow):
         self.signals.set_streams()
         self.decoder.refresh()
         s = self.ctl.session
+        self.paradigms.configure(s)
+        self.stim.views.reset()
         if s is not None:
             cards = list(s.cards.values())
             ssvep = next((c for c in cards if c.paradigm == "ssvep"), None)
@@ -256,8 +263,11 @@ class MainWindow(QMainWindow):
                 self.mi_bar.set_command(last.classes, last.values)
                 if last.label is not None and last.label in last.classes:
                     self.flicker.select(last.classes.index(last.label))
+            self.paradigms.add_commands(cmds)
         if self.tabs.currentWidget() is self.signals:
             self.signals.refresh_frame()
+        elif self.tabs.currentWidget() is self.paradigms:
+            self.paradigms.refresh()
         now = time.perf_counter()
         if now - self._fps_t >= 1.0:
             frames = self.signals.scope.frames
@@ -295,6 +305,7 @@ class MainWindow(QMainWindow):
         self.frame_timer.stop()
         self.status_timer.stop()
         self.flicker.stop()
+        self.paradigms.robot.close_renderer()
         self.ctl.shutdown()
         if event is not None:
             event.accept()

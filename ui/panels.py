@@ -757,7 +757,13 @@ class StimulationPanel(QWidget):
         lay.addWidget(self.note)
         self.details = QPlainTextEdit()
         self.details.setReadOnly(True)
-        lay.addWidget(self.details, 1)
+        from ui.stim_views import StimulationViews  # here: ui.stim_views imports this module
+
+        self.views = StimulationViews(controller)
+        low = QHBoxLayout()
+        low.addWidget(self.details, 2)
+        low.addWidget(self.views, 3)
+        lay.addLayout(low, 1)
 
     def _do(self, fn: Callable[[], None]) -> None:
         try:

@@ -4,9 +4,10 @@
 opens the main window on the config (``configs/demo.toml`` by default), starts the session,
 lets it run ``S`` seconds, then shows each tab in turn for a moment and saves
 ``OUT_DIR/P<tab>.png`` (a grab of the whole window); ``--scope64`` adds ``64ch-signals.png``
-with 64 channels at 1 kHz on the scope. It prints one JSON line with the saved
-files, the session's command count and every Qt warning seen (a message handler records
-them). Run it under a real display (Xvfb) or offscreen.
+with 64 channels at 1 kHz on the scope; ``--panels [--spindle-model M.onnx]`` adds the
+paradigm and stimulation panels on their own sessions (:func:`take_panel_screenshots`). It
+prints one JSON line with the saved files, the session's command count and every Qt warning
+seen (a message handler records them). Run it under a real display (Xvfb) or offscreen.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def take_screenshots(
     pump(app, seconds)
     files = []
     for i, name in enumerate(win.TABS):
-        if tabs and name not in tabs:
-            continue
+        if (tabs and name not in tabs) or (name == "Paradigms" and not tabs):
+            continue  # the paradigm views are shot on sessions that have them (--panels)
         win.tabs.setCurrentIndex(i)
         if name == "Signals":
             win.signals.hp.setChecked(True)
@@ -109,6 +110,190 @@ def write_scope64_config(folder: Path) -> Path:
     return path
 
 
+# ---------------------------------------------------------------------------- paradigm and stimulation panels
+PANELS_TELEOP_TOML = """\
+# The flexemg teleop mapping on the simulated robot; gestures come from the scripted feed below
+[session]
+name = "panels-robot"
+[sources.knee]
+kind = "sim"
+scenario = "knee"
+[outputs.robot]
+kind = "teleop"
+backend = "mujoco"
+mapping = "{mapping}"
+"""
+
+PANELS_SPINDLE_TOML = """\
+[session]
+name = "panels-spindle"
+[sources.eeg]
+kind = "sim"
+scenario = "spindle"
+seed = {seed}
+[pipelines.spindle]
+source = "eeg"
+model = "{model}"
+catch_up = "all"
+"""
+
+AUDIO_TOML = """
+[sources.eeg]
+kind = "sim"
+scenario = "ssvep"
+seed = 3
+[pipelines.ssvep]
+source = "eeg"
+model = "{model}"
+hop_s = 0.1
+[outputs.audio]
+kind = "audio"
+sink = "null"
+trigger_label = "8.0Hz"
+level_db = 50.0
+"""
+
+# (gesture, seconds): a participant driving forward, switching to the lift and raising it, resting
+GESTURE_SCRIPT = (("rest", 0.5), ("Raise", 2.0), ("rest", 0.4), ("Fist", 0.3), ("rest", 0.4), ("Raise", 5.0))
+EMG_CLASSES = ("rest", "Fist", "Raise", "Lower", "Open")
+
+
+def write_nmes_audio_config(folder: Path) -> Path:
+    """``configs/nmes_sim.toml`` on the simulated stimulator, plus SSVEP EEG whose 8 Hz decisions trigger audio."""
+    text = (REPO_ROOT / "configs" / "nmes_sim.toml").read_text()
+    text = text.replace('driver = "serial"', 'driver = "sim"').replace('port = "stimbox-sim"', "")
+    text = text.replace('"../out/audit/{session}-{time}-safety.jsonl"', f'"{folder / "audit.jsonl"}"')
+    path = folder / "nmes_audio.toml"
+    path.write_text(text + AUDIO_TOML.format(model=REPO_ROOT / "models" / "ssvep_reference.onnx"))
+    return path
+
+
+class ScriptedFeed:
+    """Scripted decoder output for views whose trained models are not in the repository (screenshots only).
+
+    Every 50 ms: a DKF-like velocity command (towards the cursor task's target, with noise) into the
+    cursor view, and an EMG gesture command following :data:`GESTURE_SCRIPT` into the gesture view and
+    to the session's teleop bridge (so the robot moves with the gesture shown).
+    """
+
+    def __init__(self, win: MainWindow, bridge: object | None) -> None:
+        import numpy as np
+
+        from app.pipeline import Command
+
+        self.np, self.Command = np, Command
+        self.win, self.bridge = win, bridge
+        self.rng = np.random.default_rng(0)
+        self.seq = 0
+        self.t0 = time.monotonic()
+        self.timer = QTimer()
+        self.timer.timeout.connect(self.step)
+        self.timer.start(50)
+
+    def gesture(self, t: float) -> str:
+        total = sum(d for _, d in GESTURE_SCRIPT)
+        t = t % total
+        for name, d in GESTURE_SCRIPT:
+            if t < d:
+                return name
+            t -= d
+        return "rest"
+
+    def step(self) -> None:
+        np, Command = self.np, self.Command
+        import pylsl
+
+        now = pylsl.local_clock()
+        task = self.win.paradigms.cursor_task
+        v = (task.target - task.xy) * 60.0 + self.rng.normal(0.0, 12.0, 2)
+        cmds = [Command("dkf", self.seq, "continuous", now, now, None, (float(v[0]), float(v[1])), ("vx", "vy"), 0)]
+        label = self.gesture(time.monotonic() - self.t0)
+        p = self.rng.dirichlet(np.ones(len(EMG_CLASSES))) * 0.2
+        p[EMG_CLASSES.index(label)] += 0.8
+        g = Command("emg", self.seq, "discrete", now, now, label, tuple(float(x) for x in p), EMG_CLASSES, 0)
+        cmds.append(g)
+        self.seq += 1
+        self.win.paradigms.routes.setdefault("emg", "gesture")
+        self.win.paradigms.add_commands(cmds)
+        if self.bridge is not None:
+            self.bridge.send(g)  # type: ignore[attr-defined]
+
+
+def _open_window(config: Path, app: QApplication) -> MainWindow:
+    win = MainWindow()
+    win.resize(1280, 860)
+    win.show()
+    win.load_config(config)
+    win.open_session()
+    deadline = time.monotonic() + 30
+    while win.ctl.session is None or win.ctl.busy:
+        pump(app, 0.1)
+        if time.monotonic() > deadline:
+            raise TimeoutError("the session did not open within 30 s")
+    win.ctl.start()
+    return win
+
+
+def take_panel_screenshots(out_dir: Path, seconds: float = 6.0, spindle_model: Path | None = None) -> dict:
+    """Screenshots of the paradigm and stimulation panels on real sessions (see the module docstring).
+
+    ``stimulation-nmes.png``: the NMES loop (sim stimulator) with audio bursts; ``paradigms-cursor.png``
+    and ``paradigms-emg-robot.png``: scripted DKF velocities and EMG gestures (:class:`ScriptedFeed`),
+    the gestures also driving the session's MuJoCo teleop bridge; ``paradigms-spindles.png`` (with
+    ``spindle_model``): a real spindle pipeline on the simulated sleep EEG.
+    """
+    qInstallMessageHandler(_record_qt_message)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: list[str] = []
+    commands = 0
+
+    def shoot(win: MainWindow, name: str) -> None:
+        pump(app, 0.5)
+        path = out_dir / name
+        win.grab().save(str(path))
+        files.append(str(path))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        win = _open_window(write_nmes_audio_config(folder), app)
+        win.tabs.setCurrentWidget(win.stim)
+        pump(app, seconds)
+        shoot(win, "stimulation-nmes.png")
+        commands += win.ctl.session.n_commands if win.ctl.session else 0
+        win.close()
+
+        mapping = REPO_ROOT / "configs" / "teleop_flexemg.toml"
+        cfg = folder / "robot.toml"
+        cfg.write_text(PANELS_TELEOP_TOML.format(mapping=mapping))
+        win = _open_window(cfg, app)
+        win.tabs.setCurrentWidget(win.paradigms)
+        win.paradigms.tabs.setCurrentIndex(1)
+        while win.ctl.busy or not win.ctl.running:
+            pump(app, 0.1)
+        feed = ScriptedFeed(win, win.paradigms.robot.bridge)
+        pump(app, seconds)
+        shoot(win, "paradigms-emg-robot.png")
+        win.paradigms.tabs.setCurrentIndex(0)
+        shoot(win, "paradigms-cursor.png")
+        feed.timer.stop()
+        commands += feed.seq
+        win.close()
+
+        if spindle_model is not None:
+            cfg = folder / "spindle.toml"
+            cfg.write_text(PANELS_SPINDLE_TOML.format(model=Path(spindle_model).resolve(), seed=2))
+            win = _open_window(cfg, app)
+            win.tabs.setCurrentWidget(win.paradigms)
+            win.paradigms.tabs.setCurrentIndex(2)
+            pump(app, max(seconds, 8.0))
+            shoot(win, "paradigms-spindles.png")
+            commands += win.ctl.session.n_commands if win.ctl.session else 0
+            win.close()
+    return {"files": files, "commands": commands, "qt_warnings": list(QT_WARNINGS)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m ui.screenshots", description=__doc__)
@@ -118,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix", default="")
     p.add_argument("--tabs", help="comma-separated tab names (default: all)")
     p.add_argument("--scope64", action="store_true", help="also shoot the Signals tab on 64 channels at 1 kHz")
+    p.add_argument("--panels", action="store_true", help="also shoot the paradigm and stimulation panels")
+    p.add_argument("--spindle-model", help="spindle model (.onnx) for the Spindles screenshot (with --panels)")
     a = p.parse_args(argv)
     tabs = [t.strip() for t in a.tabs.split(",")] if a.tabs else None
     out = Path(a.out_dir)
@@ -132,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
             "fps": more["fps"],
             "qt_warnings": more["qt_warnings"],  # cumulative over both runs
         }
+    if a.panels:
+        more = take_panel_screenshots(out, max(a.seconds, 4.0), Path(a.spindle_model) if a.spindle_model else None)
+        res["files"] = res["files"] + more["files"]
+        res["qt_warnings"] = more["qt_warnings"]  # cumulative
     print(json.dumps(res))
     return 0
 

@@ -190,9 +190,33 @@ def write_report_json(report: Mapping[str, Any], path: str | os.PathLike[str]) -
     return out
 
 
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int | float):
+        return f"{value:.4g}"
+    if isinstance(value, Mapping):
+        if value and all(isinstance(v, list) for v in value.values()):  # e.g. detections per recording
+            return f"{sum(len(v) for v in value.values())} items over {len(value)} entries"
+        return ", ".join(f"{k} {_format_value(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in value) and len(value) <= 8:
+            return "[" + ", ".join(f"{v:.4g}" for v in value) + "]"
+        return f"{len(value)} items"
+    return str(value)
+
+
 def format_metrics(result: Mapping[str, Any]) -> str:
-    """Human-readable accuracy, per-class recall, confusion matrix and (if present) ITR."""
+    """Human-readable accuracy, per-class recall, confusion matrix and (if present) ITR.
+
+    Results without a classification summary (continuous decoding: ``r2``, ``nrmse`` ...; event
+    detection: ``precision``, ``recall``, ``f1`` ...) are printed as one ``key  value`` line each.
+    """
+    if not {"accuracy", "n_trials", "per_class", "confusion"} <= set(result):
+        return "\n".join(f"{key:<20}{_format_value(value)}" for key, value in result.items())
     lines = [f"accuracy      {result['accuracy'] * 100:.1f} % over {result['n_trials']} trials"]
+    if "trial_accuracy" in result:
+        lines.append(f"trial accuracy {result['trial_accuracy'] * 100:.1f} %")
     if "itr_bits_per_min" in result:
         gaze = result.get("gaze_shift_s", 0.0)
         lines.append(

@@ -236,3 +236,14 @@ def test_cli_reports_bad_spec_with_exit_code_2(tmp_path: Path, capsys: pytest.Ca
     assert code == 2
     assert "sampling-rate mismatch" in err and "b_raw.fif" in err and "s.toml" in err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_format_metrics_prints_regression_and_detection_results_without_a_confusion_matrix() -> None:
+    from decoders.report import format_metrics
+
+    text = format_metrics({"r2": 0.71, "correlation": 0.85, "nrmse": 0.52, "maae": 0.4, "per_dim": [0.7, 0.72]})
+    assert "r2" in text and "0.71" in text and "nrmse" in text and "[0.7, 0.72]" in text
+    text = format_metrics(
+        {"precision": 0.25, "recall": 0.87, "f1": 0.38, "median_delay_s": 0.45, "detections": {"a.fif": [[1, 2]] * 3}}
+    )
+    assert "f1" in text and "0.38" in text and "3 items over 1 entries" in text

@@ -27,7 +27,6 @@ import numpy as np
 import pylsl
 from scipy import signal
 
-from acquisition.ringbuffer import RingBuffer
 from acquisition.validation import check_int, check_option, check_positive
 from decoders.base import Decoder
 
@@ -238,6 +237,56 @@ class PipelineSettings:
         check_option(self.catch_up, ("all", "latest"), f"pipeline {self.name!r} catch_up")
 
 
+class SlidingWindow:
+    """The newest ``length`` samples × channels as a contiguous, read-only view — no copy per decision.
+
+    A mirrored buffer: every sample is stored twice, at ``i`` and ``i + length``, so the newest
+    ``length`` samples always sit in one contiguous slice. A decision then hands the decoder a
+    view instead of copying the window (256 KB for 1 s of 64 ch at 1 kHz) out of a ring.
+    Writes cost twice the (small) chunk. Single-threaded: the pipeline's decoding thread only.
+
+    Parameters
+    ----------
+    length : int
+        Window length in samples.
+    n_channels : int
+        Channels per sample.
+    """
+
+    def __init__(self, length: int, n_channels: int) -> None:
+        self.length = check_int(length, "length", minimum=1)
+        self._data = np.zeros((2 * length, n_channels), dtype=np.float32)
+        self._ts = np.full(2 * length, np.nan, dtype=np.float64)
+        self._pos = 0  # next write slot in [0, length)
+        self.counter = 0  # samples written so far
+
+    def write(self, data: np.ndarray, timestamps: np.ndarray) -> None:
+        """Append ``data`` (n × channels, float32) and their ``timestamps`` (n,)."""
+        total = n = data.shape[0]
+        if n == 0:
+            return
+        L = self.length
+        if n > L:  # only the newest L samples matter
+            data, timestamps = data[n - L :], timestamps[n - L :]
+            self._pos = (self._pos + n - L) % L
+            n = L
+        first = min(n, L - self._pos)
+        for lo, hi, src in ((self._pos, self._pos + first, slice(0, first)), (0, n - first, slice(first, n))):
+            if hi > lo:
+                self._data[lo:hi] = data[src]
+                self._data[lo + L : hi + L] = data[src]
+                self._ts[lo:hi] = timestamps[src]
+                self._ts[lo + L : hi + L] = timestamps[src]
+        self._pos = (self._pos + n) % L
+        self.counter += total
+
+    def window(self) -> tuple[np.ndarray, float]:
+        """The newest ``length`` samples (oldest first) as a read-only view, and the last timestamp (s)."""
+        view = self._data[self._pos : self._pos + self.length]
+        view.flags.writeable = False
+        return view, float(self._ts[self._pos + self.length - 1])
+
+
 class Pipeline:
     """Causal filters -> sliding window -> decoder -> :class:`Command` (pure, synchronous).
 
@@ -280,7 +329,7 @@ class Pipeline:
         self.virtual_time = False  # True in fast replay: a decision is issued at its last sample's timestamp
         self.classes = tuple(getattr(getattr(decoder, "card", None), "classes", ()) or ())
         self.kind = getattr(getattr(decoder, "card", None), "output", "discrete")
-        self._ring = RingBuffer(self.window, n_ch)  # the newest filtered window; its counter = samples consumed
+        self._ring = SlidingWindow(self.window, n_ch)  # the newest filtered window; its counter = samples consumed
         self._hold = np.zeros(n_ch, dtype=np.float32)
         self._last_bad = -(10**12)  # index of the last replaced non-finite sample
         self._seq = 0
@@ -354,9 +403,8 @@ class Pipeline:
         if d - self._last_bad < 2 * self.window:
             self.n_suppressed_nonfinite += 1
             return None
-        latest = self._ring.latest(self.window)
-        out = np.asarray(self.decoder.predict(latest.data), dtype=np.float64).ravel()
-        sample_time = float(latest.timestamps[-1])
+        window, sample_time = self._ring.window()
+        out = np.asarray(self.decoder.predict(window), dtype=np.float64).ravel()
         issued = sample_time if self.virtual_time else self.clock()
         label: str | None = None
         if self.kind == "discrete" and out.size:

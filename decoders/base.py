@@ -38,6 +38,8 @@ class Decoder(Protocol):
         window : ndarray, shape (n_samples, n_channels), dtype float32
             The most recent ``card.n_window_samples`` samples, preprocessed as the card's
             ``preprocessing`` says, columns in ``card.channel_labels`` order, in the card's units.
+            The pipeline passes a read-only view of its window buffer, valid during the call
+            only: copy it to keep it.
 
         Returns
         -------

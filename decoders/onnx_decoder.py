@@ -167,11 +167,16 @@ class OnnxDecoder:
                 f"window must have shape (n_samples, n_channels) = {self._expected_window} for model "
                 f"{str(self.path)!r}, got {found}."
             )
-        buf = self._input[0]
-        np.copyto(buf, window, casting="same_kind")
+        if window.dtype == np.float32 and window.flags.c_contiguous:
+            feed = {self.card.input_name: window[None]}  # a view, no copy (the pipeline hands a contiguous window)
+            buf = window
+        else:
+            buf = self._input[0]
+            np.copyto(buf, window, casting="same_kind")
+            feed = self._feed
         if not np.isfinite(buf).all():
             raise ValueError(f"window for model {str(self.path)!r} holds NaN or infinite values; refusing to decode.")
-        out = self._session.run(self._output_names, self._feed)[0]
+        out = self._session.run(self._output_names, feed)[0]
         return np.array(out, dtype=np.float64).reshape(-1)
 
     def predict_batch(self, windows: np.ndarray) -> np.ndarray:

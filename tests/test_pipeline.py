@@ -183,3 +183,23 @@ def test_select_channels() -> None:
     assert select_channels(["a", "b", "c"], ["c", "a"], what="x") == (2, 0)
     with pytest.raises(ValueError, match=r"channels \['z'\] are not in the stream"):
         select_channels(["a", "b"], ["a", "z"], what="x")
+
+
+def test_sliding_window_is_the_newest_samples_for_any_chunking() -> None:
+    """The mirrored window equals the last ``length`` samples written, whatever the chunk sizes (even > length)."""
+    from app.pipeline import SlidingWindow
+
+    rng = np.random.default_rng(5)
+    sw = SlidingWindow(7, 3)
+    written = np.zeros((0, 3), dtype=np.float32)
+    stamps = np.zeros(0)
+    for size in [1, 2, 3, 7, 8, 1, 15, 4, 6, 1, 1, 9]:
+        x = rng.standard_normal((size, 3)).astype(np.float32)
+        t = np.arange(len(stamps), len(stamps) + size, dtype=float)
+        sw.write(x, t)
+        written, stamps = np.vstack([written, x]), np.concatenate([stamps, t])
+        assert sw.counter == len(written)
+        if len(written) >= 7:
+            view, last = sw.window()
+            np.testing.assert_array_equal(view, written[-7:])
+            assert last == stamps[-1] and view.flags.c_contiguous and not view.flags.writeable

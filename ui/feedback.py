@@ -93,6 +93,7 @@ class FlickerGrid(QWidget):
         self.frames_drawn = 0
         self.dropped = 0
         self.selected: int | None = None
+        self.cued: int | None = None
         self.message = ""
         self._t0 = 0.0
         self._timer = QTimer(self)
@@ -141,6 +142,11 @@ class FlickerGrid(QWidget):
         self.selected = index
         self.update()
 
+    def cue(self, index: int | None) -> None:
+        """Cue a target for a calibration trial (yellow frame; None or -1: no cue). Every target keeps flickering."""
+        self.cued = index if index is not None and 0 <= index < len(self.frequencies) else None
+        self.update()
+
     def _tick(self) -> None:
         due = int((time.perf_counter() - self._t0) * self.refresh_hz)
         if due <= self.frame:
@@ -179,6 +185,9 @@ class FlickerGrid(QWidget):
                     if self.selected == i:
                         p.setPen(QPen(QColor(0, 200, 0), 6))
                         p.drawRect(rect)
+                    if self.cued == i:
+                        p.setPen(QPen(QColor(255, 210, 0), 10))
+                        p.drawRect(rect.adjusted(-6, -6, 6, 6))
                     p.setPen(QColor(255, 80, 80))
                     p.drawText(rect, Qt.AlignmentFlag.AlignCenter, self.labels[i])
             p.setPen(QColor(220, 220, 220))

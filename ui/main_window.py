@@ -110,6 +110,9 @@ class MainWindow(QMainWindow):
             sc.activated.connect(lambda k=key: self.estop(f"keyboard {k}"))
             self.estop_shortcuts.append(sc)
 
+        self.decoder.calibration_targets = lambda: list(self.flicker.frequencies)
+        self.decoder.calibration_cue.connect(self.flicker.cue)
+        self.decoder.calibration_running.connect(self._calibration_running)
         self.ctl.opened.connect(self._opened)
         self.ctl.started.connect(self._update_buttons)
         self.ctl.stopped.connect(lambda _r: self._update_buttons())
@@ -221,6 +224,14 @@ class MainWindow(QMainWindow):
             if ssvep is not None or opts is not None:
                 self.flicker.set_frequencies(ssvep_frequencies(ssvep, opts), None)
         self._update_buttons()
+
+    def _calibration_running(self, running: bool) -> None:
+        """A calibration block shows the flicker grid while it runs, then returns to the Decoder tab."""
+        if running:
+            self.tabs.setCurrentWidget(self.feedback)
+        else:
+            self.flicker.cue(None)
+            self.tabs.setCurrentWidget(self.decoder)
 
     def _tab_changed(self, index: int) -> None:
         if self.tabs.widget(index) is self.feedback:

@@ -45,6 +45,7 @@ from PyQt6.QtWidgets import (
 from scipy import signal
 
 from app.config import SIM_SCENARIOS, SessionConfig, SourceConfig, parse_config
+from ui.calibration import CalibrationBlock, CalibrationPlan
 from ui.engine import SessionController
 from ui.quality import FLAT, LINE, OK, RAILED, channel_quality
 from ui.scope import ScopeWidget
@@ -480,6 +481,9 @@ class SignalPanel(QWidget):
 class DecoderPanel(QWidget):
     """Pipelines and their model cards; load a model (checked against the stream); train when available."""
 
+    calibration_cue = pyqtSignal(int)  # cued target index in the flicker grid, -1 for none
+    calibration_running = pyqtSignal(bool)
+
     def __init__(self, controller: SessionController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctl = controller
@@ -538,10 +542,161 @@ class DecoderPanel(QWidget):
         if not self.training_available:
             self.train_btn.setEnabled(False)
             self.result.setPlainText("training unavailable: decoders/training.py is not installed in this build.")
-        lay.addWidget(tbox)
+        lower = QHBoxLayout()
+        lower.addWidget(self._calibration_box(), 1)
+        lower.addWidget(tbox, 1)
+        lay.addLayout(lower)
         self._checked: tuple[str, Path] | None = None
         self.ctl.model_checked.connect(self._checked_model)
         self.ctl.failed.connect(self._failed)
+
+    # ------------------------------------------------------------------ calibration
+    def _calibration_box(self) -> QGroupBox:
+        box = QGroupBox("Calibration (SSVEP)")
+        form = QFormLayout(box)
+        self.calibration_targets: Callable[[], list[float]] = lambda: [8.0, 10.0, 12.0, 15.0]
+        self.calibration: CalibrationBlock | None = None
+        self.calibration_model: Path | None = None
+        self.cal_trials = QSpinBox()
+        self.cal_trials.setRange(2, 100)
+        self.cal_trials.setValue(5)
+        self.cal_trial_s = QDoubleSpinBox()
+        self.cal_trial_s.setRange(0.5, 60.0)
+        self.cal_trial_s.setValue(4.0)
+        self.cal_trial_s.setSuffix(" s")
+        self.cal_rest_s = QDoubleSpinBox()
+        self.cal_rest_s.setRange(0.0, 60.0)
+        self.cal_rest_s.setValue(1.0)
+        self.cal_rest_s.setSuffix(" s")
+        self.cal_targets = QLabel("")
+        self.cal_method = QComboBox()
+        self.cal_method.addItems(["fbcca", "etrca"])
+        self.cal_dir = QLineEdit(str(Path.cwd() / "calibration"))
+        self.cal_start_btn = QPushButton("Start calibration")
+        self.cal_start_btn.clicked.connect(self.start_calibration)
+        self.cal_abort_btn = QPushButton("Abort")
+        self.cal_abort_btn.setEnabled(False)
+        self.cal_abort_btn.clicked.connect(lambda: self.calibration.abort("abort button") if self.calibration else None)
+        self.cal_progress = QProgressBar()
+        self.cal_progress.setFormat("%v / %m trials")
+        self.cal_status = QLabel("")
+        self.cal_status.setWordWrap(True)
+        self.cal_accuracy = QLabel("–")
+        self.cal_confusion = QTableWidget(0, 0)
+        self.cal_confusion.setMinimumHeight(120)
+        self.go_online_btn = QPushButton("Go online with the calibrated model")
+        self.go_online_btn.setEnabled(False)
+        self.go_online_btn.clicked.connect(self.go_online)
+        form.addRow("trials per target", self.cal_trials)
+        form.addRow("trial", self.cal_trial_s)
+        form.addRow("rest", self.cal_rest_s)
+        form.addRow("targets", self.cal_targets)
+        form.addRow("method", self.cal_method)
+        form.addRow("folder", self.cal_dir)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.cal_start_btn)
+        buttons.addWidget(self.cal_abort_btn)
+        form.addRow(buttons)
+        form.addRow(self.cal_progress)
+        form.addRow(self.cal_status)
+        form.addRow("CV accuracy", self.cal_accuracy)
+        form.addRow("confusion", self.cal_confusion)
+        form.addRow(self.go_online_btn)
+        return box
+
+    def start_calibration(self) -> bool:
+        """Run a calibration block on the running session (see :mod:`ui.calibration`), then train."""
+        if self.calibration is not None and self.calibration.phase in ("recording", "running", "closing"):
+            return False
+        freqs = list(self.calibration_targets())
+        self.cal_targets.setText(", ".join(f"{f:g} Hz" for f in freqs))
+        plan = CalibrationPlan(
+            frequencies=freqs,
+            trials_per_target=self.cal_trials.value(),
+            trial_s=self.cal_trial_s.value(),
+            rest_s=self.cal_rest_s.value(),
+            out_dir=Path(self.cal_dir.text().strip() or "calibration"),
+        )
+        block = CalibrationBlock(self.ctl, plan, self)
+        block.cue.connect(self.calibration_cue)
+        block.progress.connect(self._calibration_progress)
+        block.finished.connect(self._calibration_finished)
+        block.failed.connect(self._calibration_failed)
+        self.calibration = block
+        self.calibration_model = None
+        self.go_online_btn.setEnabled(False)
+        self.cal_accuracy.setText("–")
+        self.cal_confusion.setRowCount(0)
+        self.cal_confusion.setColumnCount(0)
+        self.cal_progress.setRange(0, block.n_planned)
+        self.cal_progress.setValue(0)
+        if not block.start():
+            return False
+        self.cal_start_btn.setEnabled(False)
+        self.cal_abort_btn.setEnabled(True)
+        how = "following the simulator's schedule" if block.mode == "simulator" else "own random schedule"
+        self.cal_status.setText(f"recording {plan.xdf_path.name} ({how})…")
+        self.calibration_running.emit(True)
+        return True
+
+    def _calibration_progress(self, done: int, planned: int) -> None:
+        self.cal_progress.setRange(0, planned)
+        self.cal_progress.setValue(min(done, planned))
+
+    def _calibration_failed(self, message: str) -> None:
+        self.cal_start_btn.setEnabled(True)
+        self.cal_abort_btn.setEnabled(False)
+        self.cal_status.setText(f"<span style='color:#d62728'>✘ {message}</span>")
+        self.calibration_running.emit(False)
+
+    def _calibration_finished(self, spec: Path) -> None:
+        self.cal_abort_btn.setEnabled(False)
+        self.calibration_running.emit(False)
+        method = self.cal_method.currentText()
+        model = spec.with_name(f"{spec.stem}-{method}.onnx")
+        self.calibration_model = model
+        self.cal_status.setText(f"recorded; spec {spec.name}; training {method}…")
+        self.paradigm.setCurrentText("ssvep")
+        self.dataset.setText(str(spec))
+        self.method.setText(method)
+        self.out.setText(str(model))
+        self.train()
+
+    def show_cv_result(self, summary: dict[str, Any]) -> None:
+        """Cross-validated accuracy and confusion matrix (rows: true class, columns: decided) of a summary."""
+        acc = summary.get("cv_accuracy")
+        if isinstance(acc, int | float):
+            folds = summary.get("cv_folds")
+            self.cal_accuracy.setText(f"{100 * acc:.1f} %" + (f" ({folds}-fold)" if folds else ""))
+        conf = summary.get("confusion")
+        classes = [str(c) for c in summary.get("classes", [])]
+        if conf is None:
+            return
+        m = np.asarray(conf)
+        if m.ndim != 2:
+            return
+        names_r = classes if len(classes) == m.shape[0] else [str(i) for i in range(m.shape[0])]
+        names_c = classes if len(classes) == m.shape[1] else [str(i) for i in range(m.shape[1])]
+        self.cal_confusion.setRowCount(m.shape[0])
+        self.cal_confusion.setColumnCount(m.shape[1])
+        self.cal_confusion.setVerticalHeaderLabels(names_r)
+        self.cal_confusion.setHorizontalHeaderLabels(names_c)
+        for r in range(m.shape[0]):
+            for c in range(m.shape[1]):
+                item = QTableWidgetItem(f"{m[r, c]:g}")
+                if r == c:
+                    item.setBackground(QColor(200, 235, 200))
+                self.cal_confusion.setItem(r, c, item)
+
+    def go_online(self) -> None:
+        """Use the calibrated (and card-checked) model and restart the session with it."""
+        if (
+            self._checked is not None
+            and self.calibration_model is not None
+            and self._checked[1] == self.calibration_model
+        ):
+            self.go_online_btn.setEnabled(False)
+            self._use()
 
     def refresh(self) -> None:
         """Fill the pipeline table from the session's cards and counters."""
@@ -610,10 +765,19 @@ class DecoderPanel(QWidget):
         self.check.setText(f"<span style='color:#2ca02c'>✔ {pipeline}: {message}</span>")
         self._checked = getattr(self, "_pending", None)
         self.use_btn.setEnabled(self._checked is not None)
+        cal = self.calibration_model
+        if self._checked is not None and cal is not None and self._checked[1] == cal:
+            self.go_online_btn.setEnabled(True)
+            self.cal_status.setText(f"model {cal.name} trained and checked: ready to go online.")
 
     def _failed(self, what: str, message: str) -> None:
         if what == "check model":
             self.check.setText(f"<span style='color:#d62728'>✘ refused: {message}</span>")
+            if (
+                self.calibration_model is not None
+                and getattr(self, "_pending", (None, None))[1] == self.calibration_model
+            ):
+                self.cal_status.setText(f"<span style='color:#d62728'>✘ calibrated model refused: {message}</span>")
 
     def _use(self) -> None:
         if self._checked is None:
@@ -663,9 +827,16 @@ class DecoderPanel(QWidget):
         self.training_done = True
         if error:
             self.result.setPlainText(f"training failed: {error}")
+            if self.calibration_model is not None and Path(self.out.text().strip()) == self.calibration_model:
+                self.cal_status.setText(f"<span style='color:#d62728'>✘ training failed: {error}</span>")
+                self.cal_start_btn.setEnabled(True)
             return
         self.progress.setValue(100)
         self.result.setPlainText(json.dumps(summary, indent=2, default=str))
+        self.show_cv_result(summary)
+        if self.calibration_model is not None and Path(self.out.text().strip()) == self.calibration_model:
+            self.cal_status.setText(f"trained {self.calibration_model.name}; checking its card against the stream…")
+            self.cal_start_btn.setEnabled(True)
         pngs = sorted(Path(summary.get("report", ".")).glob("*confusion*.png"))
         if pngs:
             pix = QPixmap(str(pngs[0]))

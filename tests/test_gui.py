@@ -278,7 +278,8 @@ def test_setup_panel_finds_an_lsl_stream_on_the_network_and_shows_it(qtbot, wind
         qtbot.waitUntil(
             lambda: win.ctl.session is not None and win.ctl.state == "open" and not win.ctl.busy, timeout=20000
         )
-        table = win.setup.table
+        table = win.setup.table  # filled by the queued "opened" signal, which may land after the state changes
+        qtbot.waitUntil(lambda: table.rowCount() > 0 and table.item(0, 1) is not None, timeout=10000)
         assert table.item(0, 1).text() == name and table.item(0, 3).text() == "4" and table.item(0, 4).text() == "500"
         qtbot.mouseClick(win.start_btn, Qt.MouseButton.LeftButton)
         win.tabs.setCurrentWidget(win.signals)

@@ -732,6 +732,10 @@ def _check_within_limits(s: StatusInfo, prev: StatusInfo | None, events: list[Ti
             assert ev.triggers == 0, ev
 
 
+class _WatchdogTripped(Exception):
+    """The device's own watchdog latched a fault between two host commands."""
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_ops, min_size=1, max_size=25))
 def test_no_sequence_of_host_commands_exceeds_a_limit(
@@ -752,6 +756,10 @@ def test_no_sequence_of_host_commands_exceeds_a_limit(
                     stim.set_channel(ch, current_ma=ma, pulse_width_us=pw, frequency_hz=hz)
                     assert want is None, f"{op} accepted, expected {want}"
                 except StimulatorNackError as exc:
+                    if exc.reason is NackReason.FAULT_LATCHED and stim.status().fault is Fault.WATCHDOG:
+                        # a heartbeat delayed > 90 ms on a saturated machine: the device failed closed on its
+                        # own between two commands (the safe direction); the prediction from `prev` is void
+                        raise _WatchdogTripped from None
                     assert want is not None, f"{op} refused: {exc}"
                     assert exc.reason is want[0] and (want[1] < 0 or exc.detail == want[1]), (op, exc)
                     if ch < N_CHANNELS:  # a refused setting changed nothing
@@ -766,6 +774,8 @@ def test_no_sequence_of_host_commands_exceeds_a_limit(
                 time.sleep(op[1] / 1000.0)  # time passing is the stimulus here (ramps, trigger expiry)
             else:
                 getattr(stim, kind)()
+        except _WatchdogTripped:
+            pass  # limits are still checked on the status below
         except StimulatorNackError as exc:
             assert exc.reason in (
                 NackReason.NOT_ARMED,

@@ -459,7 +459,7 @@ def _output(name: str, t: Any) -> OutputConfig:
         opts["channel"] = _get(t, "channel", int, path, 0)
         if not 0 <= opts["channel"] <= 7:
             raise ConfigError(f"config key '{path}.channel' must be a channel index 0..7, found {opts['channel']}.")
-        for key, default in (("current_ma", 30.0), ("frequency_hz", 25.0), ("heartbeat_hz", 20.0), ("timeout_s", 0.2)):
+        for key, default in (("current_ma", 30.0), ("frequency_hz", 25.0), ("heartbeat_hz", 50.0), ("timeout_s", 0.2)):
             opts[key] = _get(t, key, float, path, default)
             _positive(opts[key], f"{path}.{key}")
         opts["seed"] = _get(t, "seed", int, path, 0)

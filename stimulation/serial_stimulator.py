@@ -208,8 +208,9 @@ class SerialStimulator(Stimulator):
     baudrate : int
         UART rate (ignored by pseudo-terminals and USB CDC).
     heartbeat_hz : float
-        Default rate of :meth:`start_heartbeat`, Hz. The firmware watchdog is 90 ms, so 20 Hz
-        (50 ms) tolerates one heartbeat late by up to 40 ms.
+        Default rate of :meth:`start_heartbeat`, Hz. The firmware watchdog is 90 ms, so 50 Hz
+        (20 ms) tolerates one heartbeat late by up to 70 ms (a busy interpreter can hold the
+        heartbeat thread back by tens of ms; 20 Hz left only 40 ms and tripped under load).
     on_event : callable, optional
         Called with every :class:`TimedEvent` on the reader thread (keep it short; exceptions are
         passed to ``on_error``). Events are also queued for :meth:`next_event`.
@@ -247,7 +248,7 @@ class SerialStimulator(Stimulator):
         *,
         timeout_s: float = 0.1,
         baudrate: int = 115200,
-        heartbeat_hz: float = 20.0,
+        heartbeat_hz: float = 50.0,
         on_event: Callable[[TimedEvent], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
     ) -> None:

@@ -19,6 +19,7 @@ trial's first window). Evaluation is the generic discrete evaluator
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -172,18 +173,7 @@ def train_simpleconv_method(ctx: TrainContext) -> dict[str, Any]:
     )
 
     opts = _options(ctx)
-    settings = SimpleConvSettings(
-        resample_hz=opts.resample_hz,
-        feature_maps=opts.feature_maps,
-        n_blocks=opts.n_blocks,
-        kernel_size=opts.kernel_size,
-        epochs=opts.epochs,
-        epochs_finetune=opts.epochs_finetune,
-        lr=opts.lr,
-        lr_finetune=opts.lr_finetune,
-        batch_size=opts.batch_size,
-        mixup=opts.mixup,
-    )
+    settings = SimpleConvSettings(**{f.name: getattr(opts, f.name) for f in fields(SimpleConvSettings)})
     ep = load_mi_epochs(ctx.spec, opts.band("simpleconv"), opts.filter_order)
     if opts.resample_hz > ep.sfreq:
         raise DatasetError(

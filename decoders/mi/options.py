@@ -21,6 +21,7 @@ The ``[mi]`` table of a dataset spec (all keys optional)::
     lr_finetune = 5e-4          # simpleconv: Adam learning rate of the fine-tuning stage
     batch_size = 16             # simpleconv
     mixup = true                # simpleconv: mixup augmentation (El Ouahidi et al. 2024)
+    threads = 1                 # simpleconv: torch intra-op threads while training
 
 Preprocessing is causal and identical to what a session pipeline does before the window reaches
 the model: :class:`app.pipeline.CausalFilter` over each whole recording, the band-pass the card
@@ -58,17 +59,28 @@ _CSP_REGS = ("ledoit_wolf", "oas", "none")
 
 
 @dataclass(frozen=True)
-class MiOptions:
-    """Validated ``[mi]`` table (see the module docstring for the meaning and units of each key)."""
+class SimpleConvSettings:
+    """EEG-SimpleConv network and training settings (CPU-sized defaults; the paper tunes width and depth).
 
-    bandpass_hz: tuple[float, float] | None = None
-    filter_order: int = 4
-    hop_s: float = 0.1
-    folds: int = 5
-    window_s: float | None = None
-    crop_step_s: float = 0.25
-    csp_components: int = 4
-    csp_reg: str | float = "ledoit_wolf"
+    Torch-free, so parsing a spec's ``[mi]`` table (:class:`MiOptions` extends it) needs no torch.
+
+    Attributes
+    ----------
+    resample_hz : float
+        Rate the convolutions run at, Hz.
+    feature_maps, n_blocks, kernel_size : int
+        Width of the first convolution, number of two-convolution blocks, kernel length in samples.
+    epochs, epochs_finetune : int
+        Epochs of training (global stage with pretraining data) and of fine-tuning.
+    lr, lr_finetune : float
+        Adam learning rates.
+    batch_size : int
+    mixup : bool
+        Mixup of random pairs within each batch (weight uniform in [0, 1]).
+    threads : int
+        torch intra-op threads used while training.
+    """
+
     resample_hz: float = 80.0
     feature_maps: int = 32
     n_blocks: int = 2
@@ -79,6 +91,21 @@ class MiOptions:
     lr_finetune: float = 5e-4
     batch_size: int = 16
     mixup: bool = True
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class MiOptions(SimpleConvSettings):
+    """Validated ``[mi]`` table (see the module docstring for the meaning and units of each key)."""
+
+    bandpass_hz: tuple[float, float] | None = None
+    filter_order: int = 4
+    hop_s: float = 0.1
+    folds: int = 5
+    window_s: float | None = None
+    crop_step_s: float = 0.25
+    csp_components: int = 4
+    csp_reg: str | float = "ledoit_wolf"
 
     def band(self, method: str) -> tuple[float, float]:
         """The band-pass in Hz for ``method`` (the spec's, else the method's default)."""
@@ -86,7 +113,7 @@ class MiOptions:
 
 
 _INT_KEYS = {"filter_order": 1, "folds": 2, "csp_components": 1, "feature_maps": 1, "n_blocks": 1, "kernel_size": 1}
-_INT_KEYS |= {"epochs": 1, "epochs_finetune": 0, "batch_size": 1}
+_INT_KEYS |= {"epochs": 1, "epochs_finetune": 0, "batch_size": 1, "threads": 1}
 _POSITIVE_KEYS = ("hop_s", "resample_hz", "lr", "lr_finetune", "window_s", "crop_step_s")
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import io
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -31,6 +30,7 @@ from torch import nn
 
 from decoders.card import ModelCard, embed_card
 from decoders.mi.alignment import align_by_group, alignment_matrix, resample_matrix
+from decoders.mi.options import SimpleConvSettings
 
 __all__ = [
     "SimpleConvNet",
@@ -39,40 +39,6 @@ __all__ = [
     "torch_probabilities",
     "train_simpleconv",
 ]
-
-
-@dataclass(frozen=True)
-class SimpleConvSettings:
-    """Network and training settings (defaults are CPU-sized; the paper tunes width and depth per dataset).
-
-    Attributes
-    ----------
-    resample_hz : float
-        Rate the convolutions run at, Hz.
-    feature_maps, n_blocks, kernel_size : int
-        Width of the first convolution, number of two-convolution blocks, kernel length in samples.
-    epochs, epochs_finetune : int
-        Epochs of training (global stage with pretraining data) and of fine-tuning.
-    lr, lr_finetune : float
-        Adam learning rates.
-    batch_size : int
-    mixup : bool
-        Mixup of random pairs within each batch (weight uniform in [0, 1]).
-    threads : int
-        torch intra-op threads used while training.
-    """
-
-    resample_hz: float = 80.0
-    feature_maps: int = 32
-    n_blocks: int = 2
-    kernel_size: int = 8
-    epochs: int = 60
-    epochs_finetune: int = 40
-    lr: float = 1e-3
-    lr_finetune: float = 5e-4
-    batch_size: int = 16
-    mixup: bool = True
-    threads: int = 1
 
 
 class SimpleConvNet(nn.Module):

@@ -80,29 +80,17 @@ def start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
 
 def run_gui(config: Path, seconds: float, warmup_s: float = 2.0, tab: str = "Signals") -> dict[str, float]:
     """Frames/s of the scope showing 64 ch at 1 kHz, and the decision latency meanwhile."""
-    from PyQt6.QtCore import QEventLoop, QTimer
     from PyQt6.QtWidgets import QApplication
 
-    from ui.main_window import MainWindow
+    from ui.screenshots import open_window
+    from ui.screenshots import pump as pump_events
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
 
     def pump(t: float) -> None:
-        loop = QEventLoop()
-        QTimer.singleShot(int(t * 1000), loop.quit)
-        loop.exec()
+        pump_events(app, t)
 
-    win = MainWindow()
-    win.resize(1280, 860)
-    win.show()
-    win.load_config(config)
-    win.open_session()
-    deadline = time.monotonic() + 30
-    while win.ctl.session is None or win.ctl.busy:
-        pump(0.05)
-        if time.monotonic() > deadline:
-            raise TimeoutError("session did not open")
-    win.ctl.start()
+    win = open_window(config, app)
     win.tabs.setCurrentIndex(list(win.TABS).index(tab))
     while not win.ctl.running or win.ctl.busy:
         pump(0.05)

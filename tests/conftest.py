@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,3 +38,42 @@ def data_dir() -> Path:
     if not DATA.is_dir():
         pytest.skip(f"real recordings folder {DATA} is absent (it ships only with the development machines)")
     return DATA
+
+
+# ----------------------------------------------------------------------------- GUI (pytest-qt)
+# The offscreen platform plugin cannot resize native windows; Qt says so once per window. Not our code.
+QT_PLATFORM_LIMITATIONS = ("This plugin does not support propagateSizeHints()",)
+
+
+@pytest.fixture
+def qt_warnings() -> Iterator[list[str]]:
+    """Record every Qt warning (and worse) during the test; the test fails if any was emitted."""
+    from PyQt6.QtCore import QtMsgType, qInstallMessageHandler
+
+    seen: list[str] = []
+
+    def handler(kind: QtMsgType, _ctx: object, message: str | None) -> None:
+        if kind not in (QtMsgType.QtDebugMsg, QtMsgType.QtInfoMsg):
+            text = message or ""
+            if not any(p in text for p in QT_PLATFORM_LIMITATIONS):
+                seen.append(f"{kind.name}: {text}")
+
+    previous = qInstallMessageHandler(handler)
+    try:
+        yield seen
+    finally:
+        qInstallMessageHandler(previous)
+    assert not seen, f"Qt warnings: {seen}"
+
+
+@pytest.fixture
+def window(qtbot, qt_warnings):  # type: ignore[no-untyped-def]
+    """The real main window, shown offscreen; closed (session stopped) at the end."""
+    from ui.main_window import MainWindow
+
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.close()
+    assert win.ctl.session is None or win.ctl.session.state in ("stopped", "fault", "idle")

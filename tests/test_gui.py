@@ -24,7 +24,7 @@ import pytest
 os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before Qt loads; the Xvfb test runs its own process
 
 from conftest import MODEL, REPO, unique, wait_until
-from PyQt6.QtCore import Qt, QtMsgType, qInstallMessageHandler
+from PyQt6.QtCore import Qt
 
 from acquisition.simulator import SimulatorSettings, simulate
 from acquisition.stream import StreamInfo
@@ -35,43 +35,9 @@ from ui.quality import FLAT, LINE, OK, RAILED, channel_quality
 from ui.scope import DisplayWindow, column_minmax, raster_traces, stack_traces
 
 DEMO = REPO / "configs" / "demo.toml"
-# The offscreen platform plugin cannot resize native windows; Qt says so once per window. Not our code.
-PLATFORM_LIMITATIONS = ("This plugin does not support propagateSizeHints()",)
 
 
 # ============================================================================ fixtures
-@pytest.fixture
-def qt_warnings() -> Iterator[list[str]]:
-    """Record every Qt warning (and worse) during the test; the test fails if any was emitted."""
-    seen: list[str] = []
-
-    def handler(kind: QtMsgType, _ctx: object, message: str | None) -> None:
-        if kind != QtMsgType.QtDebugMsg and kind != QtMsgType.QtInfoMsg:
-            text = message or ""
-            if not any(p in text for p in PLATFORM_LIMITATIONS):
-                seen.append(f"{kind.name}: {text}")
-
-    previous = qInstallMessageHandler(handler)
-    try:
-        yield seen
-    finally:
-        qInstallMessageHandler(previous)
-    assert not seen, f"Qt warnings: {seen}"
-
-
-@pytest.fixture
-def window(qtbot, qt_warnings):  # type: ignore[no-untyped-def]
-    """The real main window, shown offscreen; closed (session stopped) at the end."""
-    from ui.main_window import MainWindow
-
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.close()
-    assert win.ctl.session is None or win.ctl.session.state in ("stopped", "fault", "idle")
-
-
 def open_and_start(qtbot, win, config: Path) -> None:  # type: ignore[no-untyped-def]
     win.load_config(config)
     win.open_session()

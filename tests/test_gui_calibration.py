@@ -10,53 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
 from conftest import MODEL
-from PyQt6.QtCore import Qt, QtMsgType, qInstallMessageHandler
+from PyQt6.QtCore import Qt
 
 from ui.calibration import CUE_EVENT, cue_marker, write_spec
 
-PLATFORM_LIMITATIONS = ("This plugin does not support propagateSizeHints()",)
 FREQS = [8.0, 10.0, 12.0, 15.0]
-
-
-@pytest.fixture
-def qt_warnings() -> Iterator[list[str]]:
-    """Record every Qt warning (and worse) during the test; the test fails if any was emitted."""
-    seen: list[str] = []
-
-    def handler(kind: QtMsgType, _ctx: object, message: str | None) -> None:
-        if kind != QtMsgType.QtDebugMsg and kind != QtMsgType.QtInfoMsg:
-            text = message or ""
-            if not any(p in text for p in PLATFORM_LIMITATIONS):
-                seen.append(f"{kind.name}: {text}")
-
-    previous = qInstallMessageHandler(handler)
-    try:
-        yield seen
-    finally:
-        qInstallMessageHandler(previous)
-    assert not seen, f"Qt warnings: {seen}"
-
-
-@pytest.fixture
-def window(qtbot, qt_warnings):  # type: ignore[no-untyped-def]
-    """The real main window, shown offscreen; closed (session stopped) at the end."""
-    from ui.main_window import MainWindow
-
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.close()
-    assert win.ctl.session is None or win.ctl.session.state in ("stopped", "fault", "idle")
 
 
 def sim_config(tmp_path: Path) -> Path:

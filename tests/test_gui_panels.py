@@ -10,7 +10,6 @@ warning fails the test (as in tests/test_gui.py).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,48 +18,14 @@ import pytest
 os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before Qt loads
 
 from conftest import MODEL, REPO
-from PyQt6.QtCore import QtMsgType, qInstallMessageHandler
 from PyQt6.QtWidgets import QWidget
 
 from app.pipeline import Command
 
-PLATFORM_LIMITATIONS = ("This plugin does not support propagateSizeHints()",)
 EMG_CLASSES = ("rest", "Fist", "Raise", "Lower", "Open")
 
 
 # ============================================================================ fixtures / helpers
-@pytest.fixture
-def qt_warnings() -> Iterator[list[str]]:
-    """Record every Qt warning (and worse) during the test; the test fails if any was emitted."""
-    seen: list[str] = []
-
-    def handler(kind: QtMsgType, _ctx: object, message: str | None) -> None:
-        if kind not in (QtMsgType.QtDebugMsg, QtMsgType.QtInfoMsg):
-            text = message or ""
-            if not any(p in text for p in PLATFORM_LIMITATIONS):
-                seen.append(f"{kind.name}: {text}")
-
-    previous = qInstallMessageHandler(handler)
-    try:
-        yield seen
-    finally:
-        qInstallMessageHandler(previous)
-    assert not seen, f"Qt warnings: {seen}"
-
-
-@pytest.fixture
-def window(qtbot, qt_warnings):  # type: ignore[no-untyped-def]
-    """The real main window, shown offscreen; closed (session stopped) at the end."""
-    from ui.main_window import MainWindow
-
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.close()
-    assert win.ctl.session is None or win.ctl.session.state in ("stopped", "fault", "idle")
-
-
 def open_and_start(qtbot, win, config) -> None:  # type: ignore[no-untyped-def]
     """Open ``config`` (a path or a SessionConfig) in the window and start it."""
     if isinstance(config, Path):

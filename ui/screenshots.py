@@ -49,17 +49,7 @@ def take_screenshots(
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     out_dir.mkdir(parents=True, exist_ok=True)
-    win = MainWindow()
-    win.resize(1280, 860)
-    win.show()
-    win.load_config(config)
-    win.open_session()
-    deadline = time.monotonic() + 30
-    while win.ctl.session is None or win.ctl.busy:
-        pump(app, 0.1)
-        if time.monotonic() > deadline:
-            raise TimeoutError("the session did not open within 30 s")
-    win.ctl.start()
+    win = open_window(config, app)
     win.tabs.setCurrentWidget(win.signals)
     pump(app, seconds)
     files = []
@@ -219,7 +209,8 @@ class ScriptedFeed:
             self.bridge.send(g)  # type: ignore[attr-defined]
 
 
-def _open_window(config: Path, app: QApplication) -> MainWindow:
+def open_window(config: Path, app: QApplication) -> MainWindow:
+    """Show the main window (1280 × 860), open ``config`` (up to 30 s) and start the session."""
     win = MainWindow()
     win.resize(1280, 860)
     win.show()
@@ -257,7 +248,7 @@ def take_panel_screenshots(out_dir: Path, seconds: float = 6.0, spindle_model: P
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        win = _open_window(write_nmes_audio_config(folder), app)
+        win = open_window(write_nmes_audio_config(folder), app)
         win.tabs.setCurrentWidget(win.stim)
         pump(app, seconds)
         shoot(win, "stimulation-nmes.png")
@@ -267,7 +258,7 @@ def take_panel_screenshots(out_dir: Path, seconds: float = 6.0, spindle_model: P
         mapping = REPO_ROOT / "configs" / "teleop_flexemg.toml"
         cfg = folder / "robot.toml"
         cfg.write_text(PANELS_TELEOP_TOML.format(mapping=mapping))
-        win = _open_window(cfg, app)
+        win = open_window(cfg, app)
         win.tabs.setCurrentWidget(win.paradigms)
         win.paradigms.tabs.setCurrentIndex(1)
         while win.ctl.busy or not win.ctl.running:
@@ -284,7 +275,7 @@ def take_panel_screenshots(out_dir: Path, seconds: float = 6.0, spindle_model: P
         if spindle_model is not None:
             cfg = folder / "spindle.toml"
             cfg.write_text(PANELS_SPINDLE_TOML.format(model=Path(spindle_model).resolve(), seed=2))
-            win = _open_window(cfg, app)
+            win = open_window(cfg, app)
             win.tabs.setCurrentWidget(win.paradigms)
             win.paradigms.tabs.setCurrentIndex(2)
             pump(app, max(seconds, 8.0))
